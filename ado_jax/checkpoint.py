@@ -1,0 +1,90 @@
+"""Checkpoints of the whole TrainState with orbax: exact resume, onto any mesh.
+
+Layout: ``RUN_DIR/checkpoints/<step>/{state, config}``. Orbax writes each checkpoint into a
+temporary directory and renames it only once complete, so a save killed midway is never listed
+as the latest. The state is stored as a flat dict keyed by each array's pytree path, which keeps
+the files readable and makes a structure mismatch an error naming the missing array.
+"""
+
+from __future__ import annotations
+
+import re
+
+import equinox as eqx
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+def is_leaf_array(x) -> bool:
+    """An array or an abstract array (``jax.ShapeDtypeStruct``)."""
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
+def _key(path) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(path)).strip("_") or "root"
+
+
+def flatten_state(state) -> dict:
+    """``{path key: array}`` for every array leaf of ``state``."""
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(state, eqx.is_array))[0]
+    out = {}
+    for path, leaf in leaves:
+        key = _key(path)
+        if key in out:
+            raise ValueError(f"two state arrays map to the checkpoint key {key!r}")
+        out[key] = leaf
+    return out
+
+
+class Checkpointer:
+    """Saves and restores TrainStates under ``directory`` (local path or ``gs://``), keeping ``keep``."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        self.directory = epath.Path(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest *complete* checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, config: dict) -> None:
+        """Writes ``state`` (every array) and ``config`` (JSON) as checkpoint ``step``; blocks until done."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(flatten_state(state)), config=ocp.args.JsonSave(config))
+        self.manager.save(step, args=args, force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, abstract_state, shardings, step: int | None = None):
+        """Restores checkpoint ``step`` (default: latest) into the structure of ``abstract_state``.
+
+        Args:
+          abstract_state: a TrainState (or its ``eval_shape``) giving structure, shapes and dtypes.
+          shardings: a matching pytree of ``NamedSharding`` — the *current* mesh, which may have a
+            different shape from the one that saved.
+        Returns: ``(state, config_dict)``.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        arrays = eqx.filter(abstract_state, is_leaf_array)
+        flat_abstract = jax.tree_util.tree_flatten_with_path(arrays)
+        flat_shardings = jax.tree.leaves(shardings)
+        target = {_key(p): jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+                  for (p, x), s in zip(flat_abstract[0], flat_shardings)}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {self.directory / str(step)} does not match this run's state "
+                             f"(different model/mixer config?): {e}") from e
+        values = [restored.state[k] for k in target]
+        state_arrays = jax.tree_util.tree_unflatten(flat_abstract[1], values)
+        static = eqx.filter(abstract_state, is_leaf_array, inverse=True)
+        return eqx.combine(state_arrays, static), restored.config
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,88 @@
+"""The ``ado-jax`` command: ``train``, ``eval`` (and, as they land, ``corpus``, ``plot``...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ado_jax.config import describe, load_config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="tiny", help="preset name (tiny, demo, gpt2-124m, 350m, 1b) or a JSON file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--run-dir", default="runs/default", help="run directory (local or gs://): metrics, checkpoints")
+
+
+def _load(args) -> "object":
+    overrides = list(args.overrides)
+    if getattr(args, "steps", None) is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if getattr(args, "mixer", None) is not None:
+        overrides.append(f"mixer.name={args.mixer}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args) -> int:
+    from ado_jax import loop
+
+    last = loop.run(_load(args), args.run_dir)
+    print(json.dumps({k: last[k] for k in ("step", "loss") if k in last}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """Evaluates the run's latest checkpoint on every domain's held-out split; prints JSON."""
+    import jax
+    import numpy as np
+
+    from ado_jax import checkpoint, loop, sharding, train
+    from ado_jax.mixing.from_config import build_mixer
+
+    cfg = _load(args)
+    ckpt = checkpoint.Checkpointer(f"{args.run_dir}/checkpoints")
+    step = ckpt.latest_step()
+    if step is None:
+        raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
+    mesh = sharding.make_mesh(cfg.mesh)
+    stream, heldout = loop.load_streams(cfg)
+    mixer, opt = build_mixer(cfg.mixer, stream.sizes()), train.make_optimizer(cfg.train)
+    abstract = jax.eval_shape(lambda k: train.init_state(cfg, opt, mixer, stream.init(k), stream.num_domains, k),
+                              jax.random.PRNGKey(0))
+    state, _ = ckpt.restore(abstract, train.state_shardings(abstract, mesh), step)
+    losses_D = np.asarray(train.make_eval_step(cfg)(state.model, heldout.fixed_batches(args.batches)))
+    print(json.dumps({"step": step, "eval_loss": dict(zip(stream.names, losses_D.tolist())),
+                      "eval_loss_mean": float(losses_D.mean())}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ado-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("train", help="train (or resume) a run", epilog=describe(), formatter_class=fmt)
+    _config_args(p)
+    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (stop after N steps)")
+    p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME (static|natural|balanced|ado|...)")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
+                       epilog=describe(), formatter_class=fmt)
+    _config_args(p)
+    p.add_argument("--batches", type=int, default=4, help="held-out batches per domain")
+    p.set_defaults(fn=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ValueError as e:  # config and data validation errors: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

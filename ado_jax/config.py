@@ -1,0 +1,282 @@
+"""Typed run configuration: dataclasses, presets, ``--set key=value`` overrides and validation.
+
+Every field carries a ``help`` string; ``describe()`` turns them into the CLI's ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with a help string (and a copied default for mutable values)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """The Llama transformer's shape and numerics."""
+
+    vocab_size: int = _f(256, "vocabulary size (byte-level data: 256)")
+    d_model: int = _f(64, "residual stream width")
+    n_layers: int = _f(2, "number of transformer blocks (stacked and scanned)")
+    n_heads: int = _f(4, "query heads")
+    n_kv_heads: int = _f(4, "key/value heads (grouped-query attention when < n_heads)")
+    d_ff: int = _f(0, "SwiGLU hidden width; 0 means 8/3*d_model rounded up to a multiple of 64")
+    max_seq_len: int = _f(2048, "longest sequence the rotary table covers")
+    rope_theta: float = _f(10000.0, "rotary embedding base")
+    qk_norm: bool = _f(False, "RMS-normalize queries and keys per head")
+    tie_embeddings: bool = _f(True, "share one [vocab, d_model] array for input embedding and output projection")
+    norm_eps: float = _f(1e-5, "RMSNorm epsilon")
+    init_std: float = _f(0.02, "stddev of the normal initialisation of weight matrices")
+    param_dtype: str = _f("float32", "dtype parameters are stored and updated in")
+    compute_dtype: str = _f("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
+    remat: str = _f("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 64 * math.ceil(8 * self.d_model / 3 / 64)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpoint cadence."""
+
+    steps: int = _f(100, "stop after this many optimizer steps (a rerun with more resumes)")
+    batch_size: int = _f(16, "GLOBAL batch size in sequences (never multiplied by hosts)")
+    seq_len: int = _f(64, "tokens per training sequence")
+    grad_accum: int = _f(1, "micro-batches per step (batch_size must be divisible by it)")
+    lr: float = _f(3e-3, "peak AdamW learning rate")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr")
+    warmup_steps: int = _f(10, "linear warmup steps")
+    decay_steps: int = _f(100, "cosine horizon in steps; independent of --steps so a stop/resume keeps the schedule")
+    weight_decay: float = _f(0.1, "AdamW decoupled weight decay (matrices only)")
+    b1: float = _f(0.9, "AdamW beta1")
+    b2: float = _f(0.95, "AdamW beta2")
+    grad_clip: float = _f(1.0, "global-norm gradient clipping threshold (0 disables)")
+    seed: int = _f(0, "seed for model init, data sampling and the mixer")
+    log_every: int = _f(1, "fetch metrics to the host and append them to metrics.jsonl every N steps")
+    eval_every: int = _f(50, "per-domain held-out evaluation every N steps (0 disables)")
+    eval_batches: int = _f(2, "held-out batches per domain in each evaluation")
+    ckpt_every: int = _f(50, "save a checkpoint every N steps (and always at the end)")
+    keep_ckpts: int = _f(3, "keep the last N checkpoints")
+    progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh: data parallel x FSDP x tensor parallel."""
+
+    data: int = _f(-1, "data-parallel axis size; -1 fills the devices left by fsdp and tensor")
+    fsdp: int = _f(1, "FSDP axis size: params and optimizer state sharded, batch split too")
+    tensor: int = _f(1, "tensor-parallel axis size (heads / ff / vocab sharded)")
+
+
+@dataclass
+class DataConfig:
+    """Where training sequences come from."""
+
+    source: str = _f("builtin", "builtin (text from the Python install) | corpus (ado-jax corpus build output)")
+    corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus")
+    domains: list = _f([], "domain names to use (empty: all)")
+    max_bytes_per_domain: int = _f(2_000_000, "builtin source: cap on bytes read per domain")
+    heldout_fraction: float = _f(0.05, "builtin source: fraction of each domain kept for held-out eval")
+
+
+@dataclass
+class MixerConfig:
+    """Which data-mixture policy runs inside the step, and its hyperparameters."""
+
+    name: str = _f("balanced", "static | natural | balanced | ado | aioli | doremi | odm | skill_it")
+    weights: list = _f([], "static mixer: one weight per domain")
+    # ADO (paper 002 defaults)
+    gamma1: float = _f(0.1, "ado: EMA rate of the credit history h")
+    gamma2: float = _f(0.1, "ado: weight of the new preference rho against the running mean")
+    s: float = _f(0.5, "ado: credit exponent in lambda ~ h^s")
+    delta_min: float = _f(0.01, "ado: minimum probability per domain (App. C clipping)")
+    fit_every: int = _f(1000, "ado: refit the scaling laws every N steps")
+    fit_start: int = _f(500, "ado: first fit at this step (prior used before)")
+    prior: str = _f("natural", "ado: prior mu: natural | uniform")
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _cpu_model(**kw) -> dict:
+    return {"compute_dtype": "float32", "remat": "none", **kw}
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": {"model": _cpu_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2),
+             "train": {"batch_size": 16, "seq_len": 64, "steps": 100, "decay_steps": 100, "lr": 3e-3}},
+    "demo": {"model": _cpu_model(d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, qk_norm=True),
+             "train": {"batch_size": 32, "seq_len": 128, "steps": 300, "decay_steps": 300, "lr": 2e-3,
+                       "warmup_steps": 30, "eval_every": 100, "ckpt_every": 100, "log_every": 10},
+             "mixer": {"name": "ado", "fit_start": 100, "fit_every": 100}},
+    "gpt2-124m": {"model": {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "n_kv_heads": 12,
+                            "d_ff": 2048, "max_seq_len": 1024},
+                  "train": {"batch_size": 512, "seq_len": 1024, "steps": 60000, "decay_steps": 60000,
+                            "lr": 6e-4, "warmup_steps": 2000, "eval_every": 1000, "ckpt_every": 1000, "log_every": 50}},
+    "350m": {"model": {"vocab_size": 50304, "d_model": 1024, "n_layers": 24, "n_heads": 16, "n_kv_heads": 16,
+                       "max_seq_len": 2048},
+             "train": {"batch_size": 512, "seq_len": 2048, "steps": 60000, "decay_steps": 60000, "lr": 3e-4,
+                       "warmup_steps": 2000, "eval_every": 1000, "ckpt_every": 1000, "log_every": 50}},
+    "1b": {"model": {"vocab_size": 50304, "d_model": 2048, "n_layers": 24, "n_heads": 16, "n_kv_heads": 8,
+                     "max_seq_len": 2048, "qk_norm": True},
+           "train": {"batch_size": 1024, "seq_len": 2048, "steps": 100000, "decay_steps": 100000, "lr": 3e-4,
+                     "warmup_steps": 2000, "eval_every": 1000, "ckpt_every": 1000, "log_every": 50},
+           "mesh": {"fsdp": -1, "data": 1}},
+}
+
+
+def _convert(value, typ, key: str):
+    """Converts a ``--set`` string (or JSON value) to the field's declared type."""
+    origin = typing.get_origin(typ) or typ
+    if isinstance(value, str) and origin is not str:
+        if origin is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{key}={value!r}: expected a boolean (true/false)")
+        if origin is list:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = [v for v in value.split(",") if v]
+            return _convert(parsed, typ, key)
+        try:
+            return typ(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r}: expected {typ.__name__}") from None
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}={value!r}: expected a list")
+        return list(value)
+    if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, origin) or (origin is int and isinstance(value, bool)):
+        raise ValueError(f"{key}={value!r}: expected {getattr(origin, '__name__', origin)}")
+    return value
+
+
+def _apply(cfg: Config, key: str, value) -> None:
+    section_name, _, name = key.partition(".")
+    if not name:
+        raise ValueError(f"config key {key!r}: expected section.field, e.g. train.lr")
+    section = getattr(cfg, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section):
+        raise ValueError(f"unknown config section {section_name!r} in {key!r}; "
+                         f"sections: {[f.name for f in dataclasses.fields(cfg)]}")
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        raise ValueError(f"unknown config key {key!r}; {section_name} has: {sorted(hints)}")
+    setattr(section, name, _convert(value, hints[name], key))
+
+
+def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None) -> Config:
+    """Builds a validated ``Config`` from a preset name or JSON file plus ``key=value`` overrides."""
+    cfg = Config()
+    if preset_or_file in PRESETS:
+        tree = PRESETS[preset_or_file]
+    elif preset_or_file.endswith(".json"):
+        with open(preset_or_file) as f:
+            tree = json.load(f)
+    else:
+        raise ValueError(f"unknown config {preset_or_file!r}: expected a preset {sorted(PRESETS)} or a .json file")
+    for section, values in tree.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
+        for name, value in values.items():
+            _apply(cfg, f"{section}.{name}", value)
+    for item in overrides or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+        _apply(cfg, key.strip(), value.strip())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config, num_devices: int | None = None) -> None:
+    """Raises ValueError naming the first inconsistent or out-of-range field."""
+    m, t, mesh = cfg.model, cfg.train, cfg.mesh
+    positive = {"model.vocab_size": m.vocab_size, "model.d_model": m.d_model, "model.n_layers": m.n_layers,
+                "model.n_heads": m.n_heads, "model.n_kv_heads": m.n_kv_heads, "train.steps": t.steps,
+                "train.batch_size": t.batch_size, "train.seq_len": t.seq_len, "train.grad_accum": t.grad_accum,
+                "train.decay_steps": t.decay_steps, "train.log_every": t.log_every,
+                "train.ckpt_every": t.ckpt_every, "train.keep_ckpts": t.keep_ckpts}
+    for key, v in positive.items():
+        if v <= 0:
+            raise ValueError(f"{key}={v}: must be positive")
+    nonneg = {"train.lr": t.lr, "train.weight_decay": t.weight_decay, "train.grad_clip": t.grad_clip,
+              "train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every, "model.d_ff": m.d_ff}
+    for key, v in nonneg.items():
+        if not v >= 0:
+            raise ValueError(f"{key}={v}: must be non-negative")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ValueError(f"train.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
+    for key, v in {"train.b1": t.b1, "train.b2": t.b2}.items():
+        if not 0 <= v < 1:
+            raise ValueError(f"{key}={v}: must be in [0, 1)")
+    if m.d_model % m.n_heads:
+        raise ValueError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
+    if (m.d_model // m.n_heads) % 2:
+        raise ValueError(f"head dim {m.d_model // m.n_heads} must be even for rotary embeddings")
+    if m.n_heads % m.n_kv_heads:
+        raise ValueError(f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.n_kv_heads}")
+    if t.seq_len > m.max_seq_len:
+        raise ValueError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
+    for key in ("param_dtype", "compute_dtype"):
+        if getattr(m, key) not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.{key}={getattr(m, key)!r}: expected float32 | bfloat16 | float16")
+    if m.remat not in ("none", "full", "dots", "dots_no_batch"):
+        raise ValueError(f"model.remat={m.remat!r}: expected none | full | dots | dots_no_batch")
+    if t.batch_size % t.grad_accum:
+        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+    if cfg.data.source not in ("builtin", "corpus"):
+        raise ValueError(f"data.source={cfg.data.source!r}: expected builtin | corpus")
+    if not 0 < cfg.data.heldout_fraction < 1:
+        raise ValueError(f"data.heldout_fraction={cfg.data.heldout_fraction}: must be in (0, 1)")
+    for key in ("data", "fsdp", "tensor"):
+        v = getattr(mesh, key)
+        if v == 0 or v < -1:
+            raise ValueError(f"mesh.{key}={v}: must be positive or -1 (fill)")
+    if num_devices is not None:
+        from ado_jax.sharding import mesh_shape  # late import: keeps config free of jax
+
+        data, fsdp, _ = mesh_shape(mesh, num_devices)
+        micro = t.batch_size // t.grad_accum
+        if micro % (data * fsdp):
+            raise ValueError(f"micro-batch {micro} (train.batch_size={t.batch_size} / grad_accum={t.grad_accum}) "
+                             f"is not divisible by the batch axes data*fsdp={data * fsdp}")
+
+
+def describe() -> str:
+    """Every config field with its type, default and help, for ``ado-jax train --help``."""
+    lines = ["config fields (set with --set section.field=value):"]
+    for section in dataclasses.fields(Config):
+        sub = section.default_factory()
+        lines.append(f"  [{section.name}] {type(sub).__doc__}")
+        for f in dataclasses.fields(sub):
+            default = getattr(sub, f.name)
+            lines.append(f"    {section.name}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+    lines.append("presets: " + ", ".join(PRESETS))
+    return "\n".join(lines)

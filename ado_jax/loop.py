@@ -1,0 +1,150 @@
+"""The training loop: data, sharded state, resume, metrics, eval, checkpoints, SIGTERM.
+
+``run(cfg, run_dir)`` trains to ``cfg.train.steps``, resuming from ``run_dir``'s latest complete
+checkpoint when there is one. Only process 0 writes metrics and shows the progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import jax
+import numpy as np
+from etils import epath
+
+from ado_jax import checkpoint, sharding, train
+from ado_jax.config import Config, validate
+from ado_jax.data.in_memory import InMemoryDomains
+from ado_jax.mixing.from_config import build_mixer
+
+
+def load_streams(cfg: Config) -> tuple[InMemoryDomains, InMemoryDomains]:
+    """The (train, held-out) in-step streams the config's data section describes."""
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    if cfg.data.source == "builtin":
+        from ado_jax.data.builtin import builtin_domains, split_tokens
+
+        train_d, held_d = split_tokens(builtin_domains(cfg.data.max_bytes_per_domain), cfg.data.heldout_fraction)
+    else:
+        from ado_jax.data.token_files import open_domains
+
+        train_d, held_d = open_domains(cfg.data.corpus_dir, "train"), open_domains(cfg.data.corpus_dir, "heldout")
+    if cfg.data.domains:
+        unknown = sorted(set(cfg.data.domains) - set(train_d))
+        if unknown:
+            raise ValueError(f"data.domains: unknown domain(s) {unknown}; available: {sorted(train_d)}")
+        train_d = {k: train_d[k] for k in cfg.data.domains}
+        held_d = {k: held_d[k] for k in cfg.data.domains}
+    v = cfg.model.vocab_size
+    return (InMemoryDomains.from_arrays(train_d, cfg.train.batch_size, cfg.train.seq_len, v),
+            InMemoryDomains.from_arrays(held_d, micro, cfg.train.seq_len, v))
+
+
+class MetricsLog:
+    """``metrics.jsonl`` in the run dir: one JSON object per step (process 0 only)."""
+
+    def __init__(self, run_dir: epath.Path, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = jax.process_index() == 0
+        self.lines: list[str] = []
+        if self.enabled and self.path.exists():
+            # Drop lines past the checkpoint we resume from: those steps are about to be redone.
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            self.lines = [ln + "\n" for ln in kept]
+            self._write_all()
+
+    def _write_all(self) -> None:
+        tmp = self.path.parent / (self.path.name + ".tmp")
+        tmp.write_text("".join(self.lines))
+        tmp.replace(self.path)
+
+    def write(self, records: list[dict]) -> None:
+        if not self.enabled or not records:
+            return
+        new = [json.dumps(r) + "\n" for r in records]
+        self.lines += new
+        if str(self.path).startswith("gs://"):
+            self._write_all()  # object stores cannot append
+        else:
+            with open(self.path, "a") as f:
+                f.writelines(new)
+
+
+def _to_records(pending: list[tuple[int, dict]], names: tuple) -> list[dict]:
+    out = []
+    for step, metrics in jax.device_get(pending):
+        rec = {"step": step}
+        for k, v in metrics.items():
+            v = np.asarray(v)
+            rec[k] = dict(zip(names, map(float, v))) if v.ndim == 1 else v.item()
+        out.append(rec)
+    return out
+
+
+def run(cfg: Config, run_dir: str) -> dict:
+    """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record."""
+    sharding.maybe_initialize_distributed()
+    validate(cfg, jax.device_count())
+    run_path = epath.Path(run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    mesh = sharding.make_mesh(cfg.mesh)
+    stream, heldout = load_streams(cfg)
+    mixer = build_mixer(cfg.mixer, stream.sizes())
+    optimizer = train.make_optimizer(cfg.train)
+    key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    state = train.create_state(cfg, optimizer, mixer, stream.init(key_data), stream.num_domains, key_model, mesh)
+    shardings = train.state_shardings(state, mesh)
+
+    ckpt = checkpoint.Checkpointer(str(run_path / "checkpoints"), cfg.train.keep_ckpts)
+    start = ckpt.latest_step() or 0
+    if start:
+        state, _ = ckpt.restore(state, shardings, start)
+    if jax.process_index() == 0:
+        (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    log = MetricsLog(run_path, start)
+    step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, stream.num_domains)
+    eval_fn = train.make_eval_step(cfg)
+    eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
+
+    stop = {"sigterm": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    show = cfg.train.progress and jax.process_index() == 0
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True)
+    tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+    pending, last, t0, t_steps = [], {}, time.perf_counter(), 0
+    step = start
+    try:
+        while step < cfg.train.steps and not stop["sigterm"]:
+            state, metrics = step_fn(state, stream)
+            step += 1
+            pending.append((step, metrics))
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                records = _to_records(pending, stream.names)
+                pending, last = [], records[-1]
+                dt = time.perf_counter() - t0
+                t_steps += len(records)
+                last["tokens_per_s"] = tokens_per_step * t_steps / max(dt, 1e-9)
+                log.write(records)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.3g}")
+            bar.update(1)
+            if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
+                losses_D = np.asarray(jax.device_get(eval_fn(state.model, eval_batches)))
+                rec = {"step": step, "eval_loss": dict(zip(stream.names, map(float, losses_D))),
+                       "eval_loss_mean": float(losses_D.mean())}
+                log.write([rec])
+            if step % cfg.train.ckpt_every == 0:
+                ckpt.save(step, state, cfg.to_dict())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log.write(_to_records(pending, stream.names))
+        if step > start and ckpt.latest_step() != step:
+            ckpt.save(step, state, cfg.to_dict())
+        ckpt.close()
+        bar.close()
+    if stop["sigterm"] and jax.process_index() == 0:
+        print(f"SIGTERM: saved checkpoint at step {step} in {run_path / 'checkpoints'}; rerun to resume")
+    return last

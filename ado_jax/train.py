@@ -1,0 +1,164 @@
+"""The train state and the single jitted, sharded train step (mixer and tracker inside).
+
+``step(state, data) -> (state, metrics)``: ``data`` is either a batch dict (host-side sources)
+or an in-step stream module (``InMemoryDomains``) that samples with ``state.mixer_state.weights``.
+The loop that drives it lives in ``ado_jax.loop``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ado_jax import tracker
+from ado_jax.config import Config, TrainConfig
+from ado_jax.mixing.base import Mixer
+from ado_jax.models.llama import Llama, sequence_losses
+from ado_jax.sharding import batch_sharding, tree_shardings
+
+Array = jax.Array
+DECAYED = {"embed", "unembed", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
+# The train state's own tracker only keeps per-domain loss EMAs for logging (a mixer that needs a
+# learning-curve history, like ADO, keeps its own); two history slots make it nearly free.
+LOG_TRACKER = tracker.loss_tracker(ema_decay=0.9, history_len=2, skip_first=0, subsample_every=1)
+
+
+class TrainState(eqx.Module):
+    """Everything a run needs to continue exactly: checkpointed as a whole.
+
+    Attributes:
+      model: the Llama (float32 params).
+      opt_state: AdamW state wrapped in ``optax.apply_if_finite`` (counts skipped steps).
+      mixer_state: the mixer's pytree; ``mixer_state.weights: [D]`` is the next batch's mixture.
+      tracker_state: per-domain loss EMAs (``ado_jax.tracker``).
+      stream_state: the data stream's state (its PRNG key / position).
+      step: [] int32, optimizer steps taken.
+    """
+
+    model: Llama
+    opt_state: Any
+    mixer_state: Any
+    tracker_state: Any
+    stream_state: Any
+    step: Array
+
+
+def lr_schedule(t: TrainConfig) -> optax.Schedule:
+    """Linear warmup to ``lr`` then cosine decay to ``lr * min_lr_ratio`` at ``decay_steps``."""
+    return optax.warmup_cosine_decay_schedule(
+        0.0, t.lr, max(t.warmup_steps, 0), max(t.decay_steps, t.warmup_steps + 1), t.lr * t.min_lr_ratio)
+
+
+def _decay_mask(params):
+    def leaf(path, x):
+        name = getattr(path[-1], "name", "") if path else ""
+        return x is not None and name in DECAYED
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
+    """AdamW (decay on matrices only) after global-norm clipping; non-finite steps are skipped."""
+    clip = optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity()
+    adamw = optax.adamw(lr_schedule(t), t.b1, t.b2, weight_decay=t.weight_decay, mask=_decay_mask)
+    return optax.apply_if_finite(optax.chain(clip, adamw), max_consecutive_errors=2**30)
+
+
+def init_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array) -> TrainState:
+    """A fresh TrainState (traceable: ``create_state`` runs it under jit with sharded outputs)."""
+    model = Llama(cfg.model, key)
+    return TrainState(model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_array)),
+                      mixer_state=mixer.init(num_domains), tracker_state=LOG_TRACKER.init(num_domains),
+                      stream_state=stream_state, step=jnp.zeros((), jnp.int32))
+
+
+def state_shardings(abstract_state, mesh):
+    """NamedShardings for every array of a (possibly abstract) TrainState."""
+    return tree_shardings(eqx.filter(abstract_state, eqx.is_array), mesh)
+
+
+def create_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array, mesh):
+    """Initialises the TrainState directly into its sharded layout (no full copy on one device)."""
+    make = lambda k: eqx.filter(init_state(cfg, optimizer, mixer, stream_state, num_domains, k), eqx.is_array)
+    abstract = jax.eval_shape(make, key)
+    arrays = jax.jit(make, out_shardings=tree_shardings(abstract, mesh))(key)
+    static = eqx.filter(eqx.filter_eval_shape(init_state, cfg, optimizer, mixer, stream_state, num_domains, key),
+                        eqx.is_array, inverse=True)
+    return eqx.combine(arrays, static)
+
+
+def _grads(params, static, batch: dict, grad_accum: int):
+    """Mean loss, per-sequence losses ``[B]`` and gradients, over ``grad_accum`` micro-batches."""
+    def loss_fn(p, mb):
+        loss_B = sequence_losses(eqx.combine(p, static)(mb["inputs"]), mb["targets"], mb.get("mask"))
+        return jnp.mean(loss_B), loss_B
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum == 1:
+        (loss, loss_B), grads = grad_fn(params, batch)
+        return loss, loss_B, grads
+    micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+    def body(acc, mb):
+        (loss, loss_b), g = grad_fn(params, mb)
+        return jax.tree.map(jnp.add, acc, g), (loss, loss_b)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (loss_A, loss_Ab) = jax.lax.scan(body, zeros, micro)
+    return jnp.mean(loss_A), loss_Ab.reshape(-1), jax.tree.map(lambda g: g / grad_accum, grads)
+
+
+def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_domains: int):
+    """Builds the jitted ``step(state, data) -> (state, metrics)``.
+
+    Metrics (device arrays): ``loss`` [], ``grad_norm`` [], ``lr`` [], ``skipped`` [] (1 when the
+    update was not finite and therefore not applied), ``domain_loss`` [D] (NaN where absent),
+    ``domain_count`` [D], ``weights`` [D] (the mixture this batch was drawn with).
+    """
+    schedule = lr_schedule(cfg.train)
+
+    def step(data, state: TrainState):
+        weights_D = state.mixer_state.weights
+        if isinstance(data, dict):
+            batch, stream_state = data, state.stream_state
+        else:
+            batch, stream_state = data.next(state.stream_state, weights_D)
+        batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)), batch)
+        params, static = eqx.partition(state.model, eqx.is_array)
+        loss, loss_B, grads = _grads(params, static, batch, cfg.train.grad_accum)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        model = eqx.combine(optax.apply_updates(params, updates), static)
+
+        stats = tracker.domain_stats(loss_B, batch["domain"], num_domains, state.step)
+        _, mixer_state = mixer.update(stats, state.mixer_state)
+        new_state = TrainState(model, opt_state, mixer_state, LOG_TRACKER.update(stats, state.tracker_state),
+                               stream_state, state.step + 1)
+        new_state = eqx.filter_shard(new_state, shardings)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step),
+                   "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
+                   "domain_count": stats.count, "weights": weights_D,
+                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state)}
+        return new_state, metrics
+
+    # Donate the state (second argument) but never the data: the in-step corpus is reused.
+    jitted = eqx.filter_jit(step, donate="all-except-first")
+    return lambda state, data: jitted(data, state)
+
+
+def make_eval_step(cfg: Config):
+    """Jitted per-domain held-out loss: ``eval(model, batches) -> [D]`` over ``[D, n, B, T]`` batches."""
+    @eqx.filter_jit
+    def evaluate(model: Llama, batches: dict) -> Array:
+        def per_batch(_, mb):
+            return None, jnp.mean(sequence_losses(model(mb["inputs"]), mb["targets"]))
+
+        def per_domain(_, dom):
+            return None, jnp.mean(jax.lax.scan(per_batch, None, dom)[1])
+
+        return jax.lax.scan(per_domain, None, batches)[1]
+
+    return evaluate
