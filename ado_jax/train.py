@@ -138,7 +138,7 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         new_state = TrainState(model, opt_state, mixer_state, LOG_TRACKER.update(stats, state.tracker_state),
                                stream_state, state.step + 1)
         new_state = eqx.filter_shard(new_state, shardings)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
                    "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
                    "domain_loss_ema": tracker.ema_loss(new_state.tracker_state)}

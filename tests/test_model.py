@@ -1,0 +1,85 @@
+"""The Llama model: shapes, tied embeddings, causality, GQA, remat and dtype options."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ado_jax.config import ModelConfig
+from ado_jax.models.llama import Llama, count_params, flops_per_token, sequence_losses
+
+CFG = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, compute_dtype="float32",
+                  remat="none", max_seq_len=64)
+
+
+def _tokens(key, B=3, T=12, V=50):
+    return jax.random.randint(key, (B, T), 0, V)
+
+
+def test_logits_shape_and_stacked_layers():
+    model = Llama(CFG, jax.random.PRNGKey(0))
+    logits = model(_tokens(jax.random.PRNGKey(1)))
+    assert logits.shape == (3, 12, 50) and logits.dtype == jnp.float32
+    assert model.blocks.wq.shape == (2, 32, 32)
+    assert model.blocks.wk.shape == (2, 32, 16)  # 2 kv heads x head dim 8: grouped-query attention
+
+
+def test_tied_embedding_is_one_array_and_gets_both_gradients():
+    tied = Llama(CFG, jax.random.PRNGKey(0))
+    untied = Llama(dataclasses.replace(CFG, tie_embeddings=False), jax.random.PRNGKey(0))
+    assert tied.unembed is None and untied.unembed.shape == (32, 50)
+    assert count_params(untied) - count_params(tied) == 32 * 50
+    toks = _tokens(jax.random.PRNGKey(1))
+    # Only token 0..4 appear as inputs, yet every vocab row gets gradient through the output projection.
+    toks = toks % 5
+    g = eqx.filter_grad(lambda m: jnp.mean(sequence_losses(m(toks), toks)))(tied)
+    assert np.all(np.abs(np.asarray(g.embed[10:])).sum(axis=1) > 0)
+
+
+def test_causal_future_tokens_do_not_change_past_logits():
+    model = Llama(dataclasses.replace(CFG, qk_norm=True), jax.random.PRNGKey(0))
+    a = _tokens(jax.random.PRNGKey(1))
+    b = a.at[:, 8:].set((a[:, 8:] + 7) % 50)
+    la, lb = model(a), model(b)
+    np.testing.assert_allclose(la[:, :8], lb[:, :8], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(la[:, 8:], lb[:, 8:])
+
+
+@pytest.mark.parametrize("remat", ["full", "dots", "dots_no_batch"])
+def test_remat_policies_give_same_gradients(remat):
+    toks = _tokens(jax.random.PRNGKey(2))
+    loss = lambda m: jnp.mean(sequence_losses(m(toks), toks))
+    base = eqx.filter_grad(loss)(Llama(CFG, jax.random.PRNGKey(0)))
+    other = eqx.filter_grad(loss)(Llama(dataclasses.replace(CFG, remat=remat), jax.random.PRNGKey(0)))
+    for x, y in zip(jax.tree.leaves(base), jax.tree.leaves(other)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_loss():
+    toks = _tokens(jax.random.PRNGKey(3))
+    m32 = Llama(CFG, jax.random.PRNGKey(0))
+    m16 = Llama(dataclasses.replace(CFG, compute_dtype="bfloat16"), jax.random.PRNGKey(0))
+    assert m16.embed.dtype == jnp.float32
+    l32 = sequence_losses(m32(toks), toks)
+    l16 = sequence_losses(m16(toks), toks)
+    assert l16.dtype == jnp.float32
+    np.testing.assert_allclose(l16, l32, rtol=2e-2)
+
+
+def test_sequence_losses_match_manual_cross_entropy_and_mask():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7))
+    targets = jax.random.randint(jax.random.PRNGKey(1), (2, 5), 0, 7)
+    p = np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(-1, keepdims=True)
+    nll = -np.log(np.take_along_axis(p, np.asarray(targets)[..., None], -1)[..., 0])
+    np.testing.assert_allclose(sequence_losses(logits, targets), nll.mean(1), rtol=1e-5)
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    np.testing.assert_allclose(sequence_losses(logits, targets, mask)[0], nll[0, :2].mean(), rtol=1e-5)
+
+
+def test_flops_per_token_counts_six_n():
+    cfg = ModelConfig(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072)
+    n_matmul = 12 * (4 * 768 * 768 + 3 * 768 * 3072) + 768 * 50304
+    assert flops_per_token(cfg, 1024) == pytest.approx(6 * n_matmul + 6 * 12 * 2 * 1024 * 768)
