@@ -1,0 +1,163 @@
+"""Tests for the power-law fitter: recovery, objective, NaN handling, jit/cond, solvers, sharding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ado_jax import scaling_law as sl
+
+# (log_eps, log_beta, alpha): interior, eps near its bound, alpha + beta near theirs, flat curve,
+# and true eps BELOW its bound (e^0.1 < e^0.5: the fit must hold log_eps at 0.5).
+TRUE = np.array([[1.0, 3.0, 0.3], [0.6, 5.0, 0.5], [1.1, 6.3, 0.75], [1.2, 1.0, 0.1],
+                 [0.1, 3.0, 0.3]], np.float32)
+N_T = np.geomspace(1e3, 1e7, 120).astype(np.float32)
+N_DT = np.broadcast_to(N_T, (len(TRUE), N_T.size))
+ALL_T = np.ones(N_DT.shape, bool)
+
+
+def noisy_curves(true_D3, sigma=0.002, seed=0):
+    """[D, T] losses of the given laws with multiplicative log-normal noise."""
+    rng = np.random.RandomState(seed)
+    law = sl.PowerLaw(*(jnp.asarray(c) for c in true_D3.T))
+    clean = np.asarray(sl.predict(law, np.broadcast_to(N_T, (len(true_D3), N_T.size))))
+    return clean * np.exp(sigma * rng.randn(*clean.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fit():
+    """The default fit, jitted once: every use passes [5, 120] n, loss and mask (one compile)."""
+    return jax.jit(sl.fit_power_law)
+
+
+def test_grids_match_paper_and_reference():
+    paper, ref = sl.make_grid("paper"), sl.make_grid("reference")
+    assert paper.shape == (336, 3) and ref.shape == (512, 3)
+    assert sorted(set(paper[:, 0])) == [-2, -1.5, -1, -0.5, 1, 1.5]
+    assert sorted(set(ref[:, 0])) == list(np.arange(-2, 2, 0.5))
+    np.testing.assert_allclose(sorted(set(paper[:, 2])), np.arange(1, 8) / 10, rtol=1e-6)
+    np.testing.assert_allclose(sorted(set(ref[:, 2])), np.arange(8) / 10, atol=1e-7)
+    assert sorted(set(ref[:, 1])) == list(range(-2, 6))
+
+
+def test_recovers_known_power_laws_and_holds_bounds(fit):
+    loss_DT = noisy_curves(TRUE)
+    params, obj_D = fit(N_DT, loss_DT, ALL_T)
+    got = np.stack([np.asarray(p) for p in params], -1)
+    ok = slice(0, 4)                                  # the laws inside the bounds
+    np.testing.assert_allclose(got[ok, 2], TRUE[ok, 2], atol=0.03)      # alpha
+    np.testing.assert_allclose(got[ok, 0], TRUE[ok, 0], atol=0.03)      # log_eps
+    np.testing.assert_allclose(got[ok, 1], TRUE[ok, 1], atol=0.25)      # log_beta
+    pred = np.asarray(sl.predict(params, N_DT))
+    np.testing.assert_allclose(pred[ok], noisy_curves(TRUE, sigma=0.0)[ok], rtol=3e-3)
+    assert np.all(np.asarray(obj_D)[ok] < 1e-5)
+    # The last law's eps is below the bound: log_eps sits on it, the rest stay in the box.
+    assert abs(got[4, 0] - 0.5) < 1e-3
+    assert np.all((got[:, 2] >= 0) & (got[:, 2] <= 0.8) & (got[:, 1] <= 6.5 + 1e-6))
+    assert np.all(np.isfinite(np.asarray(obj_D)))
+
+
+def test_objective_equals_numpy():
+    rng = np.random.RandomState(1)
+    n_T = np.geomspace(10, 1e5, 50)
+    loss_T = 2.0 + 5.0 * n_T ** -0.4 * np.exp(0.05 * rng.randn(50))
+    loss_T[3], loss_T[7] = np.nan, np.inf
+    mask_T = rng.rand(50) > 0.2
+    for theta in [(0.8, 1.6, 0.4), (0.2, 7.0, 0.9), (1.0, 2.0, -0.1)]:
+        params = sl.PowerLaw(*(jnp.float32(v) for v in theta))
+        le, lb, a = theta
+        r = np.log(np.exp(le) + np.exp(lb) * n_T ** -a) - np.log(loss_T)
+        h = np.where(np.abs(r) > 1e-3, 1e-3 * (np.abs(r) - 5e-4), 0.5 * r * r)
+        ok = mask_T & np.isfinite(loss_T)
+        pen = max(a - 0.8, 0) + max(-a, 0) + max(lb - 6.5, 0) + max(0.5 - le, 0)
+        got = float(sl.objective(params, n_T, loss_T, mask_T))
+        np.testing.assert_allclose(got, h[ok].mean() + pen, rtol=1e-4, atol=1e-9)
+        got_sum = float(sl.objective(params, n_T, loss_T, mask_T, reduction="sum"))
+        np.testing.assert_allclose(got_sum, h[ok].sum() + pen, rtol=1e-4, atol=1e-9)
+    empty = sl.objective(params, n_T, np.full(50, np.nan))
+    assert np.isnan(empty)
+
+
+def test_masked_and_nan_points_do_not_change_the_fit(fit):
+    loss_DT = noisy_curves(TRUE)
+    n_DT = N_DT * np.arange(1, 6)[:, None].astype(np.float32)   # n may differ per domain
+    mask_DT = np.ones_like(loss_DT, bool)
+    mask_DT[:, ::5] = False
+    mask_DT[2, 50:] = False
+    garbage = np.where(mask_DT, loss_DT, 1e6)          # masked points hold nonsense
+    as_nan = np.where(mask_DT, loss_DT, np.nan)        # ...or NaN, with every point unmasked
+    p1, o1 = fit(n_DT, garbage, mask_DT)
+    p2, o2 = fit(n_DT, as_nan, ALL_T)
+    np.testing.assert_allclose(np.asarray(o1), np.asarray(o2), rtol=1e-6)
+    for a, b in zip(p1, p2):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_nan_curve_keeps_previous_fit(fit):
+    loss_DT = noisy_curves(TRUE)
+    loss_DT[1] = np.nan
+    new, new_obj = fit(N_DT, loss_DT, ALL_T)
+    assert np.isnan(new_obj[1]) and np.isnan(new.alpha[1])
+    assert np.all(np.isfinite(np.asarray(new_obj)[[0, 2, 3, 4]]))
+    prev = sl.PowerLaw(*(jnp.full(5, v) for v in (0.7, 2.0, 0.25)))
+    prev_obj = jnp.full(5, 0.5)
+    kept, kept_obj = sl.keep_finite(new, new_obj, prev, prev_obj)
+    assert float(kept.alpha[1]) == 0.25 and float(kept_obj[1]) == 0.5
+    assert float(kept.alpha[0]) == float(new.alpha[0]) and float(kept_obj[2]) == float(new_obj[2])
+
+
+def test_jittable_under_cond(fit):
+    loss_DT = noisy_curves(TRUE)
+    prev = (sl.PowerLaw(*(jnp.zeros(5) for _ in range(3))), jnp.zeros(5))
+
+    @jax.jit
+    def maybe_fit(do_fit, loss_DT):
+        return jax.lax.cond(do_fit, lambda: sl.fit_power_law(N_DT, loss_DT, ALL_T), lambda: prev)
+
+    (p_yes, o_yes), (p_no, o_no) = maybe_fit(True, loss_DT), maybe_fit(False, loss_DT)
+    assert np.all(np.asarray(o_no) == 0.0) and np.all(np.asarray(p_no.alpha) == 0.0)
+    p_direct, o_direct = fit(N_DT, loss_DT, ALL_T)
+    np.testing.assert_allclose(np.asarray(o_yes), np.asarray(o_direct), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(p_yes.alpha), np.asarray(p_direct.alpha), atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "jaxopt", "lm"])
+def test_every_solver_improves_on_its_starts(solver):
+    loss_T = noisy_curves(TRUE[:1])[0]                 # one domain: scalar outputs
+    grid = sl.make_grid("reference")[::64]             # 8 starts keeps the test small
+    lm_steps = 10 if solver == "lm" else 0
+    run = jax.jit(lambda l: sl.fit_power_law(N_T, l, solver=solver, grid=grid, maxiter=20,
+                                             refine_top_k=None, lm_steps=lm_steps))
+    params, obj = run(loss_T)
+    assert jnp.shape(obj) == () and jnp.shape(params.alpha) == ()
+    starts = [float(sl.objective(sl.PowerLaw(*np.clip(g, (0.5, -np.inf, 0), (np.inf, 6.5, 0.8))),
+                                 N_T, loss_T)) for g in grid]
+    assert np.isfinite(obj) and float(obj) < min(starts)
+    np.testing.assert_allclose(float(obj), float(sl.objective(params, N_T, loss_T)), rtol=1e-5)
+
+
+def test_grid_sharded_fit_equals_unsharded():
+    assert jax.device_count() == 8, "conftest should give 8 fake CPU devices"
+    mesh = Mesh(np.array(jax.devices()), ("grid",))
+    sharding = NamedSharding(mesh, P("grid", None))
+    loss_DT = noisy_curves(TRUE[:2])
+    kw = dict(solver="lm", lm_steps=5, refine_top_k=8)  # sharding is solver-independent
+    lowered = jax.jit(lambda l: sl.fit_power_law(N_T, l, grid_sharding=sharding, **kw)).lower(loss_DT)
+    assert '{"grid"}' in lowered.as_text()            # the start axis really is constrained
+    sharded = lowered.compile()(loss_DT)
+    plain = jax.jit(lambda l: sl.fit_power_law(N_T, l, **kw))(loss_DT)
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(solver="adam"), "solver='adam'"),
+    (dict(grid="tiny"), "grid='tiny'"),
+    (dict(grid=np.zeros((4, 2))), r"\[G, 3\]"),
+    (dict(refine_top_k=0), "refine_top_k=0"),
+    (dict(solver="lm", lm_steps=0), "lm_steps=0"),
+])
+def test_bad_options_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sl.fit_power_law(N_T, np.ones((1, N_T.size)), **kwargs)
