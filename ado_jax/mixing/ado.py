@@ -1,0 +1,207 @@
+"""ADO — Adaptive Data Optimization (Jiang et al., papers/002 §3, Alg. 1, App. A.1 and C).
+
+Each domain k gets a scaling law ``L_k(n) = eps_k + beta_k n^-alpha_k`` in the total number of
+sequences seen ``n``, refit from the tracked learning curves every ``fit_every`` steps *inside*
+the update (``lax.cond``, fixed cost). Each step, with prior ``mu``:
+
+- credit (eq. 2): ``h <- gamma1 pi + (1 - gamma1) h``, ``lambda_k ∝ h_k^s``;
+- preference (eq. 3): ``rho_k ∝ mu_k lambda_k alpha_k (L_k(n) - eps_k) / n``;
+- policy (eq. 5 + App. C Alg. 2): ``pi = clip(gamma2 rho + (1 - gamma2) pibar, delta_min)``;
+- running mean (eq. 4): ``pibar <- rho / (t + 1) + (1 - 1 / (t + 1)) pibar`` (t: policy steps).
+
+Until every domain (with ``mu_k > 0``) has a finite fit, the weights are the prior ``mu``
+(Alg. 1's warmup).
+Options reproduce the reference code (github.com/yidingjiang/ado): ``credit="reference"``
+(h is the EMA of the fractions actually sampled), ``clip="reference"`` (rho is clipped
+before mixing), ``alpha_floor=0.05``, ``average_t="global"`` (t is the train step),
+``smoothing="savgol"``. The paper's choices are the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ado_jax import scaling_law, tracker as tracker_lib
+from ado_jax.mixing import ado_policy as policy
+from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
+from ado_jax.mixing.basic import check_num_domains
+from ado_jax.scaling_law import PowerLaw
+
+
+class AdoState(NamedTuple):
+    """ADO's state: fixed-shape arrays only (jit, scan, orbax-friendly).
+
+    Attributes:
+      weights: [D] float32 — mixture for the next batch (pi).
+      rho: [D] float32 — latest preference distribution (the prior before the first fit).
+      pibar: [D] float32 — running mean of rho (eq. 4).
+      h: [D] float32 — credit history EMA (eq. 2).
+      policy_steps: [] int32 — steps the policy has run (t in eq. 4).
+      tracker: ``TrackerState`` — per-domain EMAs and the history the fitter reads.
+      params: ``PowerLaw`` of [D] — latest accepted fit (log_eps, log_beta, alpha).
+      objective: [D] float32 — fit objective of ``params`` (inf before the first fit).
+      fitted: [D] bool — domain has a finite fit.
+      num_fits: [] int32 — fits run so far.
+    """
+
+    weights: jax.Array
+    rho: jax.Array
+    pibar: jax.Array
+    h: jax.Array
+    policy_steps: jax.Array
+    tracker: tracker_lib.TrackerState
+    params: PowerLaw
+    objective: jax.Array
+    fitted: jax.Array
+    num_fits: jax.Array
+
+
+def _choice(value, name, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def _fraction(value, name, *, open_low=False, high=1.0):
+    v = float(value)
+    if not ((v > 0.0 if open_low else v >= 0.0) and v <= high):
+        raise ValueError(f"{name} must lie in {'(' if open_low else '['}0, {high}], got {value!r}")
+    return v
+
+
+def _int(value, name, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None) -> AdoState:
+    """Merges a new fit into ``state`` (keeps the old fit per domain where the new is not finite).
+
+    Used inside ``update`` and by ``ado_async.HostFitter`` to feed host-side fits back.
+    Args: ``params``: PowerLaw of [D]; ``objective_D``: [D]; ``min_points_ok_D``: optional [D]
+    bool — domains with too little data, whose new fit is rejected.
+    """
+    obj_D = jnp.asarray(objective_D, jnp.float32)
+    if min_points_ok_D is not None:
+        obj_D = jnp.where(min_points_ok_D, obj_D, jnp.nan)
+    params = PowerLaw(*(jnp.asarray(p, jnp.float32) for p in params))
+    ok_D = jnp.isfinite(obj_D)
+    for p in params:
+        ok_D = ok_D & jnp.isfinite(p)
+    merged, obj_D = scaling_law.keep_finite(params, obj_D, state.params, state.objective)
+    return state._replace(params=merged, objective=obj_D, fitted=state.fitted | ok_D,
+                          num_fits=state.num_fits + 1)
+
+
+def fitted_values(state: AdoState) -> dict:
+    """``{"alpha", "beta", "eps"}`` of [D] float32 for logging (NaN before a domain's first fit)."""
+    nan = lambda x: jnp.where(state.fitted, x, jnp.nan)
+    return {"alpha": nan(state.params.alpha), "beta": nan(jnp.exp(state.params.log_beta)),
+            "eps": nan(jnp.exp(state.params.log_eps))}
+
+
+def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
+        delta_min: float = 0.01, fit_every: int = 1000, fit_start: int = 5000,
+        skip_first: int = 500, subsample_every: int = 10, history_len: int = 512,
+        reduce: str = "sample", smoothing: str | None = None, credit: str = "paper",
+        clip: str = "paper", average_t: str = "policy", alpha_floor: float | None = None,
+        min_fit_points: int = 8, fit_in_step: bool = True, fit_kwargs: dict | None = None) -> Mixer:
+    """The complete ADO mixer (defaults: the paper's).
+
+    Args:
+      prior: mu — [D] weights or domain sizes (normalized; natural proportions as in the
+        paper), or None for uniform.
+      gamma1: credit EMA coefficient (eq. 2). gamma2: weight of rho vs pibar (eq. 5).
+      s: credit exponent (eq. 2). delta_min: minimum probability (App. C Alg. 2).
+      fit_every, fit_start: refit at steps ``fit_start + k * fit_every`` (paper: every 1000
+        from 5000; the prior is used before the first fit).
+      skip_first, subsample_every, history_len, reduce, smoothing: the fitter's history
+        (``tracker.loss_tracker``; paper: skip 500 steps, every 10th; reference: savgol).
+      credit: "paper" (h = EMA of pi, lambda = h^s), "reference" (h = EMA of the sampled
+        fractions ``count / sum(count)``, lambda = h^s, the reference's current code) or
+        "reference_v0" (sampled h, lambda = (h (1 - h))^s, the reference's first release).
+      clip: "paper" (clip after mixing) or "reference" (clip rho before mixing).
+      average_t: "policy" (paper Alg. 1: t counts policy steps from 0) or "global" (reference:
+        t is the train step, so pibar starts close to the prior and moves slowly).
+      alpha_floor: None (paper) or e.g. 0.05 (reference: ``max(alpha, 0.05)`` in rho).
+      min_fit_points: a domain's fit is rejected with fewer valid history points.
+      fit_in_step: False leaves fitting to the caller (``set_fit``, ``ado_async.HostFitter``).
+      fit_kwargs: forwarded to ``scaling_law.fit_power_law`` (solver, grid, maxiter, ...).
+
+    Raises:
+      ValueError naming a bad hyperparameter, or at ``init`` a prior whose length is not D or
+      ``delta_min * D > 1``.
+    """
+    g1 = _fraction(gamma1, "gamma1", open_low=True)
+    g2 = _fraction(gamma2, "gamma2")
+    s = float(s)
+    if not s >= 0.0:
+        raise ValueError(f"s must be >= 0, got {s!r}")
+    dmin = _fraction(delta_min, "delta_min")
+    every, start = _int(fit_every, "fit_every", 1), _int(fit_start, "fit_start", 0)
+    min_pts = _int(min_fit_points, "min_fit_points", 1)
+    credit = _choice(credit, "credit", ("paper", "reference", "reference_v0"))
+    clip = _choice(clip, "clip", ("paper", "reference"))
+    average_t = _choice(average_t, "average_t", ("policy", "global"))
+    if alpha_floor is not None:
+        alpha_floor = _fraction(alpha_floor, "alpha_floor")
+    mu = None if prior is None else check_weights(prior, name="ado prior")
+    tracker = tracker_lib.loss_tracker(history_len=history_len, skip_first=skip_first,
+                                       subsample_every=subsample_every, reduce=reduce,
+                                       smoothing=smoothing)
+    fit_kwargs = dict(fit_kwargs or {})
+
+    def prior_of(d: int) -> jax.Array:
+        return jnp.full((d,), 1.0 / d, jnp.float32) if mu is None else jnp.asarray(mu)
+
+    def init(num_domains) -> AdoState:
+        d = check_num_domains(num_domains)
+        if mu is not None and mu.size != d:
+            raise ValueError(f"ado prior has {mu.size} entries but init got num_domains={d}")
+        if dmin * d > 1.0 + 1e-6:
+            raise ValueError(f"delta_min={dmin} is infeasible for {d} domains (delta_min * D > 1)")
+        mu_D = prior_of(d)
+        z_D = jnp.zeros((d,), jnp.float32)
+        zero = jnp.zeros((), jnp.int32)
+        return AdoState(weights=mu_D, rho=mu_D, pibar=mu_D, h=mu_D, policy_steps=zero,
+                        tracker=tracker.init(d), params=PowerLaw(z_D, z_D, z_D),
+                        objective=jnp.full((d,), jnp.inf, jnp.float32),
+                        fitted=jnp.zeros((d,), bool), num_fits=zero)
+
+    def fit(state: AdoState) -> AdoState:
+        n_DT, loss_DT, mask_DT = tracker_lib.fit_data(state.tracker)
+        new, obj_D = scaling_law.fit_power_law(n_DT, loss_DT, mask_DT, **fit_kwargs)
+        return set_fit(state, new, obj_D, jnp.sum(mask_DT, axis=1) >= min_pts)
+
+    def update(stats: DomainStats, state: AdoState):
+        prior_D = prior_of(state.weights.shape[-1])
+        state = state._replace(tracker=tracker.update(stats, state.tracker))
+        step = jnp.asarray(stats.step, jnp.int32)
+        if fit_in_step:
+            due = (step >= start) & ((step - start) % every == 0)
+            state = jax.lax.cond(due, fit, lambda st: st, state)
+
+        count_D = jnp.where(jnp.isfinite(stats.count) & (stats.count > 0), stats.count, 0.0)
+        total = jnp.sum(count_D)
+        sampled_h_D = g1 * count_D / jnp.maximum(total, 1.0) + (1.0 - g1) * state.h
+        h_now_D = state.h if credit == "paper" else jnp.where(total > 0, sampled_h_D, state.h)
+        lam_D = policy.credit(h_now_D, s, credit)
+        rho_D = policy.preference(state.params, state.tracker.n, prior_D, lam_D, alpha_floor)
+        pi_D, rho_mean_D = policy.mix(rho_D, state.pibar, g2, dmin, clip)
+        t = state.policy_steps if average_t == "policy" else step + 1
+        pibar_D = policy.running_mean(state.pibar, rho_mean_D, t)
+
+        active = jnp.all(state.fitted | (prior_D == 0))  # a zero-prior domain has rho = 0 anyway
+        w_D = normalize(jnp.where(active, pi_D, prior_D))
+        h_D = normalize(g1 * w_D + (1.0 - g1) * state.h) if credit == "paper" else h_now_D
+        state = state._replace(
+            weights=w_D, rho=jnp.where(active, rho_D, prior_D), h=h_D,
+            pibar=jnp.where(active, pibar_D, state.pibar),
+            policy_steps=state.policy_steps + active.astype(jnp.int32))
+        return w_D, state
+
+    return Mixer(init, update)

@@ -1,0 +1,87 @@
+"""Fixed mixtures: ``static(weights)``, ``natural(sizes)`` and ``balanced()``.
+
+They ignore what training observes, so their state is just the weights::
+
+    mixer = natural([3e9, 1e9, 5e8])         # proportional to domain sizes
+    state = mixer.init(3)
+    weights_D, state = mixer.update(stats, state)   # unchanged weights
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ado_jax.mixing.base import DomainStats, Mixer, check_weights
+
+
+class WeightsState(NamedTuple):
+    """State of a fixed mixer. ``weights: [D] float32`` on the simplex."""
+
+    weights: jax.Array
+
+
+def check_num_domains(num_domains) -> int:
+    """Returns ``num_domains`` as a positive Python int; raises ValueError naming a bad value."""
+    try:
+        d = operator.index(num_domains)
+    except TypeError:
+        raise ValueError(f"num_domains must be a positive int, got {num_domains!r}") from None
+    if d < 1:
+        raise ValueError(f"num_domains must be a positive int, got {d}")
+    return d
+
+
+def _fixed(w_D: np.ndarray, name: str) -> Mixer:
+    def init(num_domains) -> WeightsState:
+        d = check_num_domains(num_domains)
+        if d != w_D.size:
+            raise ValueError(f"{name} has {w_D.size} entries but init got num_domains={d}")
+        return WeightsState(jnp.asarray(w_D, jnp.float32))
+
+    def update(stats: DomainStats, state: WeightsState):
+        del stats
+        return state.weights, state
+
+    return Mixer(init, update)
+
+
+def static(weights) -> Mixer:
+    """A constant mixture.
+
+    Args:
+      weights: [D] non-negative, finite, not all zero; normalized to sum to 1.
+
+    Raises:
+      ValueError naming the bad value (negative, non-finite, all zero, wrong shape), here or at
+      ``init`` when ``num_domains != D``.
+    """
+    return _fixed(check_weights(weights, name="static weights"), "static weights")
+
+
+def natural(sizes) -> Mixer:
+    """The natural mixture: each domain sampled in proportion to its size.
+
+    Args:
+      sizes: [D] domain sizes (tokens, documents, ...), non-negative and finite; e.g. the
+        estimated token counts the ADO paper uses as its prior (App. A.2).
+    """
+    return _fixed(check_weights(sizes, name="natural sizes"), "natural sizes")
+
+
+def balanced() -> Mixer:
+    """The balanced (stratified) mixture: uniform over the ``D`` domains given to ``init``."""
+
+    def init(num_domains) -> WeightsState:
+        d = check_num_domains(num_domains)
+        return WeightsState(jnp.full((d,), 1.0 / d, jnp.float32))
+
+    def update(stats: DomainStats, state: WeightsState):
+        del stats
+        return state.weights, state
+
+    return Mixer(init, update)
