@@ -1,0 +1,208 @@
+"""midGPT-style token files: one flat ``uint16``/``uint32`` ``.bin`` per domain and split.
+
+Layout of a token directory (written by ``ado-jax corpus build`` and ``ado-jax corpus encode``)::
+
+    <dir>/tokens/<domain>.<split>.bin     raw little-endian ids, no header
+    <dir>/tokens/<domain>.<split>.json    sidecar: format, dtype, vocab_size, count, sha256
+
+``open_tokens`` checks the sidecar on open (dtype known and right for the vocab, file size ==
+count * itemsize; sha256 too with ``verify="sha256"``) and returns a read-only ``np.memmap``.
+Ids are checked ``< vocab_size`` when written; readers may re-check (``check_ids=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+FORMAT = "ado_jax.tokens/v1"
+SPLITS = ("train", "heldout")
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab <= 65536), else uint32."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
+    if ids.size == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = hi if hi >= vocab_size else lo
+        pos = int(np.flatnonzero(ids == bad)[0])
+        raise ValueError(f"{where}: token id {bad} at position {pos} is outside the vocabulary "
+                         f"[0, {vocab_size})")
+
+
+def write_tokens(path: str | os.PathLike, ids: np.ndarray, vocab_size: int) -> dict:
+    """Writes ``ids: [n]`` to ``path`` (.bin) + its sidecar atomically; returns the sidecar dict."""
+    path = Path(path)
+    if path.suffix != ".bin":
+        raise ValueError(f"token file must end in .bin, got {path}")
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path}: ids must be a 1-D integer array, got {ids.dtype}{list(ids.shape)}")
+    _check_ids(ids, vocab_size, str(path))
+    data = np.ascontiguousarray(ids.astype(dtype_for_vocab(vocab_size).newbyteorder("<")))
+    meta = {"format": FORMAT, "dtype": data.dtype.name, "vocab_size": int(vocab_size),
+            "count": int(data.size), "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_bin, tmp_json = (path.with_name(path.name + f".tmp-{os.getpid()}"),
+                         path.with_name(path.stem + f".json.tmp-{os.getpid()}"))
+    data.tofile(tmp_bin)
+    tmp_json.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp_bin, path)  # the sidecar lands last: a .bin without a matching sidecar fails on open
+    os.replace(tmp_json, path.with_suffix(".json"))
+    return meta
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """Returns the sidecar dict of the ``.bin`` at ``path``, validated (format, dtype vs vocab)."""
+    path = Path(path)
+    side = path.with_suffix(".json")
+    if not side.exists():
+        raise FileNotFoundError(f"{path}: sidecar {side.name} is missing (write token files with "
+                                "write_tokens or `ado-jax corpus encode`)")
+    meta = json.loads(side.read_text())
+    for key in ("dtype", "vocab_size", "count"):
+        if key not in meta:
+            raise ValueError(f"{side}: sidecar lacks {key!r}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise ValueError(f"{side}: dtype {meta['dtype']!r} is not supported; expected uint16 or uint32")
+    if meta["dtype"] == "uint16" and meta["vocab_size"] > 2**16:
+        raise ValueError(f"{side}: dtype uint16 cannot hold vocab_size {meta['vocab_size']}")
+    return meta
+
+
+def open_tokens(path: str | os.PathLike, expect_dtype: str | None = None, verify: str = "size",
+                check_ids: bool = False) -> np.memmap:
+    """Opens a ``.bin`` token file as a read-only memmap ``[count]`` after checking its sidecar.
+
+    Args:
+      expect_dtype: if given, the sidecar's dtype must equal it ("uint16"/"uint32").
+      verify: "size" (file bytes == count * itemsize) or "sha256" (also hash the contents).
+      check_ids: also scan for ids >= vocab_size (reads the whole file).
+    """
+    path = Path(path)
+    meta = read_sidecar(path)
+    if expect_dtype is not None and meta["dtype"] != expect_dtype:
+        raise ValueError(f"{path}: sidecar dtype {meta['dtype']} does not match the expected {expect_dtype}")
+    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    if not path.exists():
+        raise FileNotFoundError(f"token file {path} is missing (its sidecar exists)")
+    size, want = path.stat().st_size, meta["count"] * dtype.itemsize
+    if size != want:
+        raise ValueError(f"{path}: file has {size} bytes but the sidecar says {meta['count']} "
+                         f"{meta['dtype']} tokens = {want} bytes (truncated or wrong dtype)")
+    if verify not in ("size", "sha256"):
+        raise ValueError(f"verify must be 'size' or 'sha256', got {verify!r}")
+    if meta["count"] == 0:
+        return np.zeros((0,), dtype)  # np.memmap cannot map an empty file
+    mm = np.memmap(path, dtype=dtype, mode="r", shape=(meta["count"],))
+    if verify == "sha256" and "sha256" in meta:
+        digest = hashlib.sha256(memoryview(mm)).hexdigest()
+        if digest != meta["sha256"]:
+            raise ValueError(f"{path}: sha256 {digest[:12]}... does not match the sidecar's "
+                             f"{meta['sha256'][:12]}... (file changed or corrupted)")
+    if check_ids:
+        _check_ids(mm, meta["vocab_size"], str(path))
+    return mm
+
+
+def token_dir(directory: str | os.PathLike) -> Path:
+    """The folder holding the ``.bin`` files: ``<dir>/tokens`` if it exists, else ``<dir>``."""
+    directory = Path(directory)
+    return directory / "tokens" if (directory / "tokens").is_dir() else directory
+
+
+def list_domains(directory: str | os.PathLike, split: str = "train") -> list[str]:
+    """Sorted domain names that have a ``<name>.<split>.bin`` in ``directory`` (or its tokens/)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return sorted(p.name[: -len(f".{split}.bin")] for p in token_dir(directory).glob(f"*.{split}.bin"))
+
+
+def open_domains(directory: str | os.PathLike, split: str = "train", names: Sequence[str] | None = None,
+                 min_tokens: int = 1, verify: str = "size") -> dict[str, np.memmap]:
+    """Returns ``{domain: memmap[count]}`` for ``split``, in sorted (or ``names``) order.
+
+    Raises on unknown domain names (listing the known ones), on a domain with fewer than
+    ``min_tokens`` tokens (pass ``seq_len + 1`` when sampling windows), and on files whose
+    sidecars disagree on dtype or vocab_size.
+    """
+    known = list_domains(directory, split)
+    if not known:
+        raise FileNotFoundError(f"no *.{split}.bin token files in {token_dir(directory)}; build a corpus "
+                                "with `ado-jax corpus build` or `ado-jax corpus encode`")
+    names = list(known if names is None else names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown domain name(s) {unknown}; {token_dir(directory)} has {known}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"domain names repeat: {names}")
+    out, metas = {}, {}
+    for name in names:
+        path = token_dir(directory) / f"{name}.{split}.bin"
+        out[name] = open_tokens(path, verify=verify)
+        metas[name] = read_sidecar(path)
+        if out[name].size < min_tokens:
+            raise ValueError(f"domain {name!r} ({split}) has {out[name].size} tokens; at least "
+                             f"{min_tokens} are needed (empty domain or sequence too long)")
+    first = names[0]
+    for name in names[1:]:
+        for key in ("dtype", "vocab_size"):
+            if metas[name][key] != metas[first][key]:
+                raise ValueError(f"domain {name!r} has {key} {metas[name][key]} but {first!r} has "
+                                 f"{metas[first][key]}; all domains must share one tokenizer")
+    return out
+
+
+def domains_vocab_size(directory: str | os.PathLike, split: str = "train") -> int:
+    """The vocab_size recorded in the sidecars of ``directory``'s token files."""
+    names = list_domains(directory, split)
+    if not names:
+        raise FileNotFoundError(f"no *.{split}.bin token files in {token_dir(directory)}")
+    return int(read_sidecar(token_dir(directory) / f"{names[0]}.{split}.bin")["vocab_size"])
+
+
+def encode_dir(text_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer="byte",
+               pattern: str = "**/*", heldout_fraction: float = 0.05, seed: int = 0,
+               bpe_vocab_size: int = 4096, max_mb: float = float("inf"), log=print) -> Path:
+    """Encodes your own domains into a corpus directory (CLI: ``ado-jax corpus encode``).
+
+    ``text_dir`` holds one subdirectory per domain; every file in it matching ``pattern`` is one
+    UTF-8 document. Documents are split into train / held-out by ``seed`` as in the built-in
+    corpus, and ``out_dir`` gets the same layout (manifest, tokenizer, text/, tokens/).
+    ``tokenizer``: "byte", "bpe" (trained on these domains), a tokenizer object, or the path of
+    a corpus directory whose saved tokenizer should be reused.
+    """
+    from ado_jax.data.corpus import split_docs, write_corpus
+    from ado_jax.data.tokenizer import load_tokenizer
+
+    text_dir = Path(text_dir)
+    if not text_dir.is_dir():
+        raise FileNotFoundError(f"text directory {text_dir} does not exist")
+    subdirs = sorted(p for p in text_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise ValueError(f"{text_dir} has no subdirectories; put each domain's text files in <dir>/<domain>/")
+    if isinstance(tokenizer, (str, os.PathLike)) and str(tokenizer) not in ("byte", "bpe"):
+        tokenizer = load_tokenizer(tokenizer)
+    splits, info = {}, {}
+    for sub in subdirs:
+        files = sorted(p for p in sub.glob(pattern) if p.is_file())
+        docs = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+        if not any(d.strip() for d in docs):
+            raise ValueError(f"domain {sub.name!r} is empty: no non-empty files matching {pattern!r} in {sub}")
+        splits[sub.name] = split_docs(docs, sub.name, max_mb * 1e6, heldout_fraction, seed)
+        info[sub.name] = {"description": f"text files from {sub}", "source_files": len(files)}
+    config = {"text_dir": str(text_dir.resolve()), "pattern": pattern, "heldout_fraction": heldout_fraction,
+              "seed": seed, "max_mb": None if max_mb == float("inf") else max_mb}
+    return write_corpus(out_dir, splits, tokenizer, bpe_vocab_size, info, config, log)
