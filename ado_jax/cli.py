@@ -38,16 +38,19 @@ def cmd_eval(args) -> int:
     import jax
     import numpy as np
 
-    from ado_jax import checkpoint, loop, sharding, train
+    from ado_jax import checkpoint, sharding, train
+    from ado_jax.data import setup as data_setup
     from ado_jax.mixing.from_config import build_mixer
 
     cfg = _load(args)
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = data_setup.data_vocab_size(cfg)
     ckpt = checkpoint.Checkpointer(f"{args.run_dir}/checkpoints")
     step = ckpt.latest_step()
     if step is None:
         raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
     mesh = sharding.make_mesh(cfg.mesh)
-    stream, heldout = loop.load_streams(cfg)
+    stream, heldout = data_setup.train_stream(cfg), data_setup.heldout_stream(cfg)
     mixer, opt = build_mixer(cfg.mixer, stream.sizes()), train.make_optimizer(cfg.train)
     abstract = jax.eval_shape(lambda k: train.init_state(cfg, opt, mixer, stream.init(k), stream.num_domains, k),
                               jax.random.PRNGKey(0))
@@ -72,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--batches", type=int, default=4, help="held-out batches per domain")
     p.set_defaults(fn=cmd_eval)
+
+    from ado_jax.data import corpus_cli
+
+    corpus = sub.add_parser("corpus", help="build the built-in multi-domain corpus, or encode your own text")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    corpus_cli.add_build_args(csub.add_parser("build", help="build (or reuse) the built-in corpus")).set_defaults(
+        fn=corpus_cli.corpus_build_main)
+    corpus_cli.add_encode_args(csub.add_parser("encode", help="tokenize a directory of text, one folder per domain")
+                               ).set_defaults(fn=corpus_cli.corpus_encode_main)
     return parser
 
 

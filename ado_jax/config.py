@@ -23,7 +23,7 @@ def _f(default, help: str, **kw):
 class ModelConfig:
     """The Llama transformer's shape and numerics."""
 
-    vocab_size: int = _f(256, "vocabulary size (byte-level data: 256)")
+    vocab_size: int = _f(256, "vocabulary size; 0 = take it from the data (builtin bytes 256, corpus tokenizer)")
     d_model: int = _f(64, "residual stream width")
     n_layers: int = _f(2, "number of transformer blocks (stacked and scanned)")
     n_heads: int = _f(4, "query heads")
@@ -83,7 +83,9 @@ class DataConfig:
     """Where training sequences come from."""
 
     source: str = _f("builtin", "builtin (text from the Python install) | corpus (ado-jax corpus build output)")
-    corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus")
+    corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus (built there when missing)")
+    loader: str = _f("device", "device (tokens on device, sampled inside the step) | host (memmap, prefetched)")
+    prefetch: int = _f(1, "host loader: batches drawn ahead in background threads (0 = none)")
     domains: list = _f([], "domain names to use (empty: all)")
     max_bytes_per_domain: int = _f(2_000_000, "builtin source: cap on bytes read per domain")
     heldout_fraction: float = _f(0.05, "builtin source: fraction of each domain kept for held-out eval")
@@ -103,6 +105,12 @@ class MixerConfig:
     fit_every: int = _f(1000, "ado: refit the scaling laws every N steps")
     fit_start: int = _f(500, "ado: first fit at this step (prior used before)")
     prior: str = _f("natural", "ado: prior mu: natural | uniform")
+    skip_first: int = _f(500, "ado: steps left out of the fitter's history (paper: 500)")
+    subsample_every: int = _f(10, "ado: keep every N-th step in the history (paper: 10)")
+    history_len: int = _f(512, "ado: history slots per domain (stride doubles when full)")
+    smoothing: str = _f("none", "ado: none (paper) | savgol (reference: Savitzky-Golay 101/3)")
+    credit: str = _f("paper", "ado: paper | reference | reference_v0 credit assignment")
+    clip: str = _f("paper", "ado: paper (clip after mixing) | reference (clip rho first)")
 
 
 @dataclass
@@ -126,10 +134,12 @@ def _cpu_model(**kw) -> dict:
 PRESETS: dict[str, dict] = {
     "tiny": {"model": _cpu_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2),
              "train": {"batch_size": 16, "seq_len": 64, "steps": 100, "decay_steps": 100, "lr": 3e-3}},
-    "demo": {"model": _cpu_model(d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, qk_norm=True),
+    "demo": {"data": {"source": "corpus"},
+             "model": _cpu_model(vocab_size=0, d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, qk_norm=True),
              "train": {"batch_size": 32, "seq_len": 128, "steps": 300, "decay_steps": 300, "lr": 2e-3,
                        "warmup_steps": 30, "eval_every": 100, "ckpt_every": 100, "log_every": 10},
-             "mixer": {"name": "ado", "fit_start": 100, "fit_every": 100}},
+             "mixer": {"name": "ado", "fit_start": 100, "fit_every": 50, "skip_first": 20, "subsample_every": 2,
+                       "history_len": 64}},
     "gpt2-124m": {"model": {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "n_kv_heads": 12,
                             "d_ff": 2048, "max_seq_len": 1024},
                   "train": {"batch_size": 512, "seq_len": 1024, "steps": 60000, "decay_steps": 60000,
@@ -218,7 +228,7 @@ def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None
 def validate(cfg: Config, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first inconsistent or out-of-range field."""
     m, t, mesh = cfg.model, cfg.train, cfg.mesh
-    positive = {"model.vocab_size": m.vocab_size, "model.d_model": m.d_model, "model.n_layers": m.n_layers,
+    positive = {"model.d_model": m.d_model, "model.n_layers": m.n_layers,
                 "model.n_heads": m.n_heads, "model.n_kv_heads": m.n_kv_heads, "train.steps": t.steps,
                 "train.batch_size": t.batch_size, "train.seq_len": t.seq_len, "train.grad_accum": t.grad_accum,
                 "train.decay_steps": t.decay_steps, "train.log_every": t.log_every,
@@ -251,6 +261,12 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         raise ValueError(f"model.remat={m.remat!r}: expected none | full | dots | dots_no_batch")
     if t.batch_size % t.grad_accum:
         raise ValueError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+    if m.vocab_size < 0:
+        raise ValueError(f"model.vocab_size={m.vocab_size}: must be positive, or 0 to take it from the data")
+    if cfg.data.loader not in ("device", "host"):
+        raise ValueError(f"data.loader={cfg.data.loader!r}: expected device | host")
+    if cfg.data.prefetch < 0:
+        raise ValueError(f"data.prefetch={cfg.data.prefetch}: must be non-negative")
     if cfg.data.source not in ("builtin", "corpus"):
         raise ValueError(f"data.source={cfg.data.source!r}: expected builtin | corpus")
     if not 0 < cfg.data.heldout_fraction < 1:

@@ -10,36 +10,15 @@ import json
 import signal
 import time
 
+import equinox as eqx
 import jax
 import numpy as np
 from etils import epath
 
 from ado_jax import checkpoint, sharding, train
 from ado_jax.config import Config, validate
-from ado_jax.data.in_memory import InMemoryDomains
+from ado_jax.data import setup as data_setup
 from ado_jax.mixing.from_config import build_mixer
-
-
-def load_streams(cfg: Config) -> tuple[InMemoryDomains, InMemoryDomains]:
-    """The (train, held-out) in-step streams the config's data section describes."""
-    micro = cfg.train.batch_size // cfg.train.grad_accum
-    if cfg.data.source == "builtin":
-        from ado_jax.data.builtin import builtin_domains, split_tokens
-
-        train_d, held_d = split_tokens(builtin_domains(cfg.data.max_bytes_per_domain), cfg.data.heldout_fraction)
-    else:
-        from ado_jax.data.token_files import open_domains
-
-        train_d, held_d = open_domains(cfg.data.corpus_dir, "train"), open_domains(cfg.data.corpus_dir, "heldout")
-    if cfg.data.domains:
-        unknown = sorted(set(cfg.data.domains) - set(train_d))
-        if unknown:
-            raise ValueError(f"data.domains: unknown domain(s) {unknown}; available: {sorted(train_d)}")
-        train_d = {k: train_d[k] for k in cfg.data.domains}
-        held_d = {k: held_d[k] for k in cfg.data.domains}
-    v = cfg.model.vocab_size
-    return (InMemoryDomains.from_arrays(train_d, cfg.train.batch_size, cfg.train.seq_len, v),
-            InMemoryDomains.from_arrays(held_d, micro, cfg.train.seq_len, v))
 
 
 class MetricsLog:
@@ -86,27 +65,40 @@ def _to_records(pending: list[tuple[int, dict]], names: tuple) -> list[dict]:
 def run(cfg: Config, run_dir: str) -> dict:
     """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record."""
     sharding.maybe_initialize_distributed()
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = data_setup.data_vocab_size(cfg)
     validate(cfg, jax.device_count())
     run_path = epath.Path(run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(cfg.mesh)
-    stream, heldout = load_streams(cfg)
-    mixer = build_mixer(cfg.mixer, stream.sizes())
+    host = data_setup.HostLoader(cfg, mesh) if cfg.data.loader == "host" else None
+    stream = None if host else data_setup.train_stream(cfg)
+    heldout = data_setup.heldout_stream(cfg)
+    names = host.names if host else stream.names
+    mixer = build_mixer(cfg.mixer, (host.source if host else stream).sizes())
     optimizer = train.make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
-    state = train.create_state(cfg, optimizer, mixer, stream.init(key_data), stream.num_domains, key_model, mesh)
+    stream_state = host.init_state(mixer.init(len(names)).weights) if host else stream.init(key_data)
+    state = train.create_state(cfg, optimizer, mixer, stream_state, len(names), key_model, mesh)
     shardings = train.state_shardings(state, mesh)
 
     ckpt = checkpoint.Checkpointer(str(run_path / "checkpoints"), cfg.train.keep_ckpts)
     start = ckpt.latest_step() or 0
     if start:
         state, _ = ckpt.restore(state, shardings, start)
+    if host:
+        host.start(state.stream_state)
     if jax.process_index() == 0:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_path, start)
-    step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, stream.num_domains)
+    step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
     eval_fn = train.make_eval_step(cfg)
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
+
+    def save(step, state):
+        if host:  # the host loader's position travels in the checkpoint with everything else
+            state = eqx.tree_at(lambda s: s.stream_state, state, host.state())
+        ckpt.save(step, state, cfg.to_dict())
 
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
@@ -119,11 +111,12 @@ def run(cfg: Config, run_dir: str) -> dict:
     step = start
     try:
         while step < cfg.train.steps and not stop["sigterm"]:
-            state, metrics = step_fn(state, stream)
+            data = host.next(state.mixer_state.weights) if host else stream
+            state, metrics = step_fn(state, data)
             step += 1
             pending.append((step, metrics))
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                records = _to_records(pending, stream.names)
+                records = _to_records(pending, names)
                 pending, last = [], records[-1]
                 dt = time.perf_counter() - t0
                 t_steps += len(records)
@@ -133,17 +126,19 @@ def run(cfg: Config, run_dir: str) -> dict:
             bar.update(1)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
                 losses_D = np.asarray(jax.device_get(eval_fn(state.model, eval_batches)))
-                rec = {"step": step, "eval_loss": dict(zip(stream.names, map(float, losses_D))),
+                rec = {"step": step, "eval_loss": dict(zip(names, map(float, losses_D))),
                        "eval_loss_mean": float(losses_D.mean())}
                 log.write([rec])
             if step % cfg.train.ckpt_every == 0:
-                ckpt.save(step, state, cfg.to_dict())
+                save(step, state)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        log.write(_to_records(pending, stream.names))
+        log.write(_to_records(pending, names))
         if step > start and ckpt.latest_step() != step:
-            ckpt.save(step, state, cfg.to_dict())
+            save(step, state)
         ckpt.close()
+        if host:
+            host.close()
         bar.close()
     if stop["sigterm"] and jax.process_index() == 0:
         print(f"SIGTERM: saved checkpoint at step {step} in {run_path / 'checkpoints'}; rerun to resume")

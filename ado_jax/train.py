@@ -17,6 +17,7 @@ import optax
 from ado_jax import tracker
 from ado_jax.config import Config, TrainConfig
 from ado_jax.mixing.base import Mixer
+from ado_jax.mixing.from_config import mixer_metrics
 from ado_jax.models.llama import Llama, sequence_losses
 from ado_jax.sharding import batch_sharding, tree_shardings
 
@@ -141,7 +142,7 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
                    "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
-                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state)}
+                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), **mixer_metrics(mixer_state)}
         return new_state, metrics
 
     # Donate the state (second argument) but never the data: the in-step corpus is reused.

@@ -1,0 +1,116 @@
+"""Train-step throughput and model-FLOPs utilisation (MFU), side by side in one run.
+
+    python benchmarks/step_bench.py                 # tiny + demo, 1 device and 8 fake CPU devices
+    python benchmarks/step_bench.py --presets gpt2-124m --batch 16   # on a GPU/TPU
+
+Each (preset, device count) runs in its own process (the fake device count is fixed at JAX
+start-up). MFU = achieved model FLOP/s / peak FLOP/s; on CPU the "peak" is the measured
+throughput of a large float32 matmul on this machine (there is no datasheet number), on GPUs the
+datasheet bf16 dense peak. Results go to benchmarks/results/step_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v3": 123e12}
+
+
+def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from ado_jax import sharding, train
+    from ado_jax.config import load_config
+    from ado_jax.data.in_memory import InMemoryDomains
+    from ado_jax.mixing.basic import balanced
+    from ado_jax.models.llama import count_params, flops_per_token
+    import numpy as np
+
+    extra = [f"train.batch_size={batch}"] if batch else []
+    cfg = load_config(preset, extra + overrides)
+    T, B, V = cfg.train.seq_len, cfg.train.batch_size, cfg.model.vocab_size
+    rng = np.random.default_rng(0)
+    stream = InMemoryDomains.from_arrays({f"d{i}": rng.integers(0, V, 200_000) for i in range(4)}, B, T, V)
+    mesh = sharding.make_mesh(cfg.mesh)
+    mixer, opt = balanced(), train.make_optimizer(cfg.train)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    state = train.create_state(cfg, opt, mixer, stream.init(k2), 4, k1, mesh)
+    step = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), 4)
+    t0 = time.perf_counter()
+    state, m = step(state, stream)
+    jax.block_until_ready(m["loss"])
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, m = step(state, stream)
+    jax.block_until_ready(m["loss"])
+    dt = (time.perf_counter() - t0) / steps
+
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", device.platform)
+    if device.platform == "cpu":
+        n = 2048
+        a = jnp.ones((n, n), jnp.float32)
+        mm = jax.jit(lambda x: x @ x)
+        mm(a).block_until_ready()
+        t1 = time.perf_counter()
+        for _ in range(5):
+            out = mm(a)
+        out.block_until_ready()
+        peak = 2 * n**3 * 5 / (time.perf_counter() - t1)  # whole host: all fake devices share its cores
+        peak_src = "measured 2048^2 f32 matmul on this host"
+    else:
+        peak = next((v for k, v in PEAK_BF16.items() if k in kind), float("nan")) * jax.device_count()
+        peak_src = f"datasheet bf16 dense peak for {kind} x {jax.device_count()}"
+    flops = flops_per_token(cfg.model, T) * B * T
+    model = state.model
+    return {"preset": preset, "devices": jax.device_count(), "device_kind": kind, "batch": B, "seq_len": T,
+            "params": count_params(model), "compute_dtype": cfg.model.compute_dtype, "step_s": dt,
+            "compile_s": compile_s, "tokens_per_s": B * T / dt, "model_tflops_per_s": flops / dt / 1e12,
+            "peak_tflops_per_s": peak / 1e12, "peak_source": peak_src, "mfu": flops / dt / peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["tiny", "demo"], help="config presets to time")
+    p.add_argument("--devices", nargs="+", type=int, default=[1, 8], help="fake CPU device counts (CPU only)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps after the compile step")
+    p.add_argument("--batch", type=int, default=None, help="override the preset's global batch size")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    p.add_argument("--out", default="benchmarks/results/step_bench.json")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.presets[0], args.batch, args.steps, args.overrides)))
+        return
+    rows = []
+    on_accel = os.environ.get("JAX_PLATFORMS", "") not in ("", "cpu")
+    for preset in args.presets:
+        for n in [None] if on_accel else args.devices:
+            env = dict(os.environ)
+            if n is not None:
+                env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+            cmd = [sys.executable, __file__, "--child", "--presets", preset, "--steps", str(args.steps)]
+            cmd += (["--batch", str(args.batch)] if args.batch else []) + sum([["--set", o] for o in args.overrides], [])
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"{preset} on {n} devices failed")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"{'preset':10} {'dev':>3} {'batch':>5} {'params':>10} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6}")
+    for r in rows:
+        print(f"{r['preset']:10} {r['devices']:>3} {r['batch']:>5} {r['params']:>10,} {r['step_s'] * 1e3:>9.1f} "
+              f"{r['tokens_per_s']:>10.0f} {r['model_tflops_per_s']:>8.3f} {r['mfu']:>6.1%}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
