@@ -1,0 +1,271 @@
+"""Aioli (Chen et al. 2024, "Aioli: a unified optimization framework for LM data mixing", §5).
+
+Aioli assumes the linear dynamic mixing law ``L^{t+1}_i = L^t_i - sum_j A^t_ij p^t_j`` (eq. 2,
+σ = Id), estimates ``A^t`` each round from the training run itself (LEARNPARAMS, Alg. 2), and
+updates the mixture by exponentiated gradient (Alg. 1, line 6)::
+
+    p^t_j ∝ p^{t-1}_j exp(η Σ_i Ā^t_ij)
+
+Schedule, in train steps: ``init_steps`` on ``p_init`` (or on another mixer: Aioli+method), then
+``rounds`` rounds of ``round_steps``. Each round starts with LEARNPARAMS — K = D·k segments of
+``segment_steps``, segment c trained on ``P[I_c] = (1-ε) onehot_{I_c} + ε/D`` in a random
+interleaved order I — and trains on ``p^t`` for the rest of the round.
+
+Held-out contract (shared by all mixers in this package): a mixer state may carry a field
+``wants_heldout: [] bool`` saying that the NEXT ``update`` needs ``stats.heldout_loss``: the
+per-domain held-out loss of the model AFTER the train step those stats belong to. The train
+step calls ``wants_heldout(mixer_state)`` (below) before the update, evaluates the held-out
+batches under ``lax.cond`` when it is true, and sets ``stats.heldout_valid`` accordingly.
+Aioli asks at the end of each LEARNPARAMS segment and at the step before each round.
+
+Where the reference code (HazyResearch/aioli, ``trainer/aioli_trainer.py``) differs from the
+paper, both are offered, paper first:
+  - smoothed one-hots: paper ``(1-ε) 1_i + ε Unif`` (``eps``); reference ``one_hot_factor`` f on
+    the diagonal and ``(1-f)/(D-1)`` elsewhere (equal for D = 2 when f = 1 - ε + ε/2).
+  - order: paper shuffles k copies of each index (``order="shuffle"``); the reference
+    concatenates k random permutations (``order="sweeps"``).
+  - normalization of A: the paper does not specify it; the default is the reference's
+    (``"shift_sum"``: subtract min(A) when negative, divide by the sum); ``"none"`` skips it.
+  - EMA γ on A (App. D): ``A_ema = (1-γ) Ā^t + γ A_ema``, ``p^t ∝ p^0 exp(η Σ_i A_ema_ij)``.
+Our own choices: β is averaged over the segments actually measured (the paper divides by k)
+and over the segment length, so ``a_raw`` is A per train step (what the simulator's A means);
+a segment without a valid start and end measurement (the first one when ``init_steps = 0``,
+or NaN/inf held-out losses) is left out, and a round in which some mixture has no measurement
+keeps the previous A and p.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
+from ado_jax.mixing.basic import check_num_domains
+
+Array = jax.Array
+
+
+def wants_heldout(mixer_state: Any) -> Array:
+    """[] bool: whether the next ``update`` of this mixer state needs held-out losses.
+
+    Reads a ``wants_heldout`` field; a state without one (e.g. a combinator's) is searched for
+    nested NamedTuple states and their answers are OR-ed. False when nothing asks.
+    """
+    if hasattr(mixer_state, "wants_heldout"):
+        return jnp.asarray(mixer_state.wants_heldout, bool)
+    out = jnp.asarray(False)
+    children = mixer_state if isinstance(mixer_state, (tuple, list)) else ()
+    for child in children:
+        if isinstance(child, tuple):
+            out = out | wants_heldout(child)
+    return out
+
+
+class AioliState(NamedTuple):
+    """Aioli's state (all fixed shapes; K = D · sweeps).
+
+    weights: [D] mixture for the next batch; step: [] int32 updates done; key: [2] uint32;
+    order: [K] int32 mixtures of this round's LEARNPARAMS; logits / log_p0: [D] log p^t, log p^0;
+    beta: [D, D] summed held-out drops (row i: domain measured, column j: mixture trained);
+    n_seg: [D] segments measured per mixture; base_loss: [D] held-out loss at segment start;
+    base_valid: [] bool; a_raw: [D, D] last estimated A (per step); a_bar: [D, D] its normalized (EMA'd)
+    form; rounds_done: [] int32; wants_heldout: [] bool; inner: Aioli+method mixer state or ().
+    """
+
+    weights: Array
+    step: Array
+    key: Array
+    order: Array
+    logits: Array
+    log_p0: Array
+    beta: Array
+    n_seg: Array
+    base_loss: Array
+    base_valid: Array
+    a_raw: Array
+    a_bar: Array
+    rounds_done: Array
+    wants_heldout: Array
+    inner: Any
+
+
+def smoothed_onehots(num_domains: int, eps: float = 0.75, one_hot_factor: float | None = None) -> Array:
+    """[D, D] matrix P whose row i is the LEARNPARAMS mixture for domain i (see module doc)."""
+    d = check_num_domains(num_domains)
+    eye = jnp.eye(d, dtype=jnp.float32)
+    if one_hot_factor is None or d == 1:
+        return (1.0 - eps) * eye + eps / d
+    return one_hot_factor * eye + (1.0 - one_hot_factor) / (d - 1) * (1.0 - eye)
+
+
+def normalize_a(a_DD: Array, method: str = "shift_sum") -> Array:
+    """Normalizes an estimated A [D, D]: ``"shift_sum"`` (reference) or ``"none"``."""
+    if method == "none":
+        return a_DD
+    shifted = a_DD - jnp.minimum(jnp.min(a_DD), 0.0)
+    return shifted / jnp.sum(shifted)
+
+
+def _check(value, name, lo, hi=None, lo_open=False):
+    v = float(value)
+    if not (v > lo if lo_open else v >= lo) or (hi is not None and v > hi) or v != v:
+        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi is None else f" and <= {hi}")
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return v
+
+
+def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int | None = None,
+          sweeps: int = 4, delta: float = 0.128, segment_steps: int | None = None,
+          eps: float = 0.75, one_hot_factor: float | None = None, eta: float = 0.2,
+          gamma: float | None = None, normalize_method: str = "shift_sum", order: str = "shuffle",
+          diagonal: bool = False, static: bool = False, init_steps: int = 0, p_init=None,
+          init_mixer: Mixer | None = None, restart_uniform: bool = True, seed: int = 0) -> Mixer:
+    """The Aioli mixer (Alg. 1–2). Defaults: the paper's m = 2 values (Table 13).
+
+    Args:
+      total_steps: train steps S; rounds of ``(S - init_steps) // rounds`` steps. Or give
+        ``round_steps``. After ``rounds`` rounds the last mixture is kept.
+      rounds: T (20). ``static=True`` is AIOLI-STATIC (T = 1: learn A once, then keep p^1).
+      sweeps: k, sweeps over the D mixtures per LEARNPARAMS (paper 2–4).
+      delta: fraction δ of a round spent in LEARNPARAMS (0.128 for m = 2, 0.288 for m = 3,
+        0.07 for m = 7); segment length ``floor(δ R / (D k))`` unless ``segment_steps`` is given.
+      eps, one_hot_factor: smoothing of the one-hot mixtures (paper ε = 0.75 / reference f).
+      eta: EGD step size η (0.1–0.3 in the paper). gamma: EMA γ on Ā (None, or 0.1–0.5).
+      normalize_method: ``"shift_sum"`` or ``"none"``. order: ``"shuffle"`` or ``"sweeps"``.
+      diagonal: AIOLI-DIAGONAL, ``A_ii = β_ii / P_ii`` and no cross terms (App. E.2).
+      init_steps, p_init, init_mixer: Aioli+method — train ``init_steps`` steps on the static
+        ``p_init`` [D] or following ``init_mixer`` (its updates run inside this state).
+      restart_uniform: p^0 = Unif (Alg. 1 line 3, and the reference) or, if False, the mixture
+        in use at the end of the init phase.
+      seed: seed of the PRNG key for the random interleaved orders.
+    """
+    if static:
+        rounds = 1
+    rounds = int(_check(rounds, "rounds", 1))
+    sweeps = int(_check(sweeps, "sweeps", 1))
+    init_steps = int(_check(init_steps, "init_steps", 0))
+    _check(delta, "delta", 0.0, 1.0, lo_open=True)
+    _check(eps, "eps", 0.0, 1.0)
+    _check(eta, "eta", 0.0)
+    if one_hot_factor is not None:
+        _check(one_hot_factor, "one_hot_factor", 0.0, 1.0)
+    if gamma is not None:
+        _check(gamma, "gamma", 0.0, 1.0)
+    if normalize_method not in ("shift_sum", "none"):
+        raise ValueError(f"normalize_method must be 'shift_sum' or 'none', got {normalize_method!r}")
+    if order not in ("shuffle", "sweeps"):
+        raise ValueError(f"order must be 'shuffle' or 'sweeps', got {order!r}")
+    if round_steps is None:
+        if total_steps is None:
+            raise ValueError("aioli needs total_steps or round_steps, got neither")
+        round_steps = (int(total_steps) - init_steps) // rounds
+    round_steps = int(_check(round_steps, "round_steps (total_steps - init_steps) // rounds", 1))
+    if p_init is not None and init_mixer is not None:
+        raise ValueError("give p_init or init_mixer, not both")
+    p_init_D = None if p_init is None else check_weights(p_init, name="p_init")
+
+    def schedule(d):
+        num_seg = d * sweeps
+        seg = segment_steps if segment_steps is not None else max(1, int(delta * round_steps / num_seg))
+        if seg < 1 or num_seg * seg > round_steps:
+            raise ValueError(f"LEARNPARAMS needs D*sweeps*segment_steps = {num_seg}*{seg} <= round_steps"
+                             f" = {round_steps}; lower delta/sweeps/segment_steps or raise round_steps")
+        return num_seg, seg, num_seg * seg
+
+    def phase(s, d):
+        _, seg, learn = schedule(d)
+        pos = s - init_steps
+        rnd, r = pos // round_steps, pos % round_steps
+        in_learn = (pos >= 0) & (rnd < rounds) & (r < learn)
+        return in_learn, r, r // seg, in_learn & ((r + 1) % seg == 0), in_learn & (r == learn - 1)
+
+    def wants_at(s, inner, d):
+        nxt = s + 1 - init_steps
+        pre_round = (nxt >= 0) & (nxt % round_steps == 0) & (nxt // round_steps < rounds)
+        inner_wants = (s < init_steps) & wants_heldout(inner) if init_mixer is not None else False
+        return phase(s, d)[3] | pre_round | inner_wants
+
+    def new_order(key, d):
+        if order == "sweeps":
+            return jax.vmap(lambda k: jax.random.permutation(k, d))(jax.random.split(key, sweeps)).reshape(-1)
+        return jax.random.permutation(key, jnp.repeat(jnp.arange(d, dtype=jnp.int32), sweeps))
+
+    def init_weights(inner, d):
+        if init_mixer is not None:
+            return normalize(inner.weights)
+        return jnp.full((d,), 1.0 / d) if p_init_D is None else jnp.asarray(p_init_D)
+
+    def mixture(s, st, d):
+        in_learn, _, c, _, _ = phase(s, d)
+        p_DD = smoothed_onehots(d, eps, one_hot_factor)
+        learn_w = p_DD[st.order[jnp.minimum(c, st.order.shape[0] - 1)]]
+        w = jnp.where(in_learn, learn_w, jax.nn.softmax(st.logits))
+        return jnp.where(s < init_steps, init_weights(st.inner, d), w)
+
+    def init(num_domains) -> AioliState:
+        d = check_num_domains(num_domains)
+        if p_init_D is not None and p_init_D.size != d:
+            raise ValueError(f"p_init has {p_init_D.size} entries but init got num_domains={d}")
+        schedule(d)
+        inner = init_mixer.init(d) if init_mixer is not None else ()
+        key, k_order = jax.random.split(jax.random.PRNGKey(seed))
+        start = init_weights(inner, d) if not restart_uniform else jnp.full((d,), 1.0 / d)
+        log_p0 = jnp.log(jnp.maximum(start, 1e-30)).astype(jnp.float32)
+        zeros_dd = jnp.zeros((d, d), jnp.float32)
+        st = AioliState(jnp.zeros((d,), jnp.float32), jnp.zeros((), jnp.int32), key, new_order(k_order, d),
+                        log_p0, log_p0, zeros_dd, jnp.zeros((d,), jnp.float32), jnp.zeros((d,), jnp.float32),
+                        jnp.asarray(False), zeros_dd, zeros_dd, jnp.zeros((), jnp.int32), jnp.asarray(False), inner)
+        zero = jnp.zeros((), jnp.int32)
+        return st._replace(weights=normalize(mixture(zero, st, d)), wants_heldout=wants_at(zero, inner, d))
+
+    def finish_round(st: AioliState, d) -> AioliState:
+        """End of LEARNPARAMS: A = P^{-1} β (Alg. 2 line 11), normalize, EMA, EGD step."""
+        p_DD = smoothed_onehots(d, eps, one_hot_factor)
+        # Mean drop per step of each mixture: A comes out per train step (segment-length free).
+        beta_DD = st.beta / (jnp.maximum(st.n_seg, 1.0)[None, :] * schedule(d)[1])
+        if diagonal:
+            a_DD = jnp.diag(jnp.diag(beta_DD) / jnp.diag(p_DD))
+        else:  # beta[i, :] = P @ A[i, :]
+            a_DD = jnp.linalg.solve(p_DD, beta_DD.T).T
+        a_bar = normalize_a(a_DD, normalize_method)
+        if gamma is not None:
+            a_bar = jnp.where(st.rounds_done > 0, (1.0 - gamma) * a_bar + gamma * st.a_bar, a_bar)
+            logits = st.log_p0 + eta * jnp.sum(a_bar, axis=0)
+        else:
+            logits = st.logits + eta * jnp.sum(a_bar, axis=0)
+        ok = jnp.all(st.n_seg > 0) & jnp.all(jnp.isfinite(a_bar)) & jnp.all(jnp.isfinite(logits))
+        key, k_order = jax.random.split(st.key)
+        return st._replace(
+            key=key, order=new_order(k_order, d), beta=jnp.zeros_like(st.beta), n_seg=jnp.zeros_like(st.n_seg),
+            logits=jnp.where(ok, logits - jnp.max(logits), st.logits), a_raw=jnp.where(ok, a_DD, st.a_raw),
+            a_bar=jnp.where(ok, a_bar, st.a_bar), rounds_done=st.rounds_done + ok.astype(jnp.int32))
+
+    def update(stats: DomainStats, st: AioliState):
+        d = st.weights.shape[0]
+        s = st.step
+        if init_mixer is not None:
+            inner = jax.lax.cond(s < init_steps, lambda i: init_mixer.update(stats, i)[1], lambda i: i, st.inner)
+            st = st._replace(inner=inner)
+        meas_D = jnp.asarray(stats.heldout_loss, jnp.float32)
+        meas_ok = jnp.asarray(stats.heldout_valid, bool) & jnp.all(jnp.isfinite(meas_D))
+        _, _, c, seg_end, learn_done = phase(s, d)
+        j = st.order[jnp.minimum(c, st.order.shape[0] - 1)]
+        ok = seg_end & st.base_valid & meas_ok
+        drop_D = jnp.where(ok, st.base_loss - meas_D, 0.0)
+        st = st._replace(
+            beta=st.beta.at[:, j].add(drop_D), n_seg=st.n_seg.at[j].add(ok.astype(jnp.float32)),
+            base_loss=jnp.where(st.wants_heldout & meas_ok, meas_D, st.base_loss),
+            base_valid=jnp.where(st.wants_heldout, meas_ok, st.base_valid))
+        if not restart_uniform:  # p^0 = the mixture in use when the init phase ends
+            log_w = jnp.log(jnp.maximum(init_weights(st.inner, d), 1e-30))
+            switch = s + 1 == init_steps
+            st = st._replace(logits=jnp.where(switch, log_w, st.logits), log_p0=jnp.where(switch, log_w, st.log_p0))
+        st = jax.lax.cond(learn_done, lambda x: finish_round(x, d), lambda x: x, st)
+        nxt = s + 1
+        w = normalize(mixture(nxt, st, d))
+        st = st._replace(weights=w, step=nxt, wants_heldout=wants_at(nxt, st.inner, d))
+        return w, st
+
+    return Mixer(init, update)

@@ -1,0 +1,99 @@
+"""Online DoReMi (Xie et al. 2023, "DoReMi: Optimizing data mixtures speeds up LM pretraining").
+
+DoReMi's proxy-model loop (Xie et al., Algorithm 1) as an online mixer. Each step, with
+per-domain losses ``ℓ_j`` of the model and ``ℓ_ref,j`` of a reference model (trained on the
+stratified mixture):
+
+    λ_t[j]  = max(ℓ_j − ℓ_ref,j, 0)                               (excess loss, clipped)
+    α'_t    = α_{t−1} ⊙ exp(η λ_t)                                  (exponentiated gradient ascent)
+    α_t     = (1 − c) α'_t / Σ_i α'_t[i] + c u                       (smoothing with uniform u)
+
+and the averaged ``ᾱ = (1/T) Σ_t α_t`` is what DoReMi hands to its final run (kept here in
+``state.avg_weights``). Xie et al. use η = 1, c = 1e-3; the Aioli paper (Chen et al. 2024, Tables
+13–18) tunes η = 0.01 and frames DoReMi as a linear dynamic mixing law with diagonal
+``A^t_ii = max(ℓ^t_train,i − ℓ_train,i(f_ref), 0)`` (Theorem 1, Prop. 2).
+
+Differences from Xie et al.: they clip the excess per token and weight the training loss by α;
+here the mixture is *sampled* with α (equal in expectation, Aioli Lemma 3) and the excess is
+clipped per domain mean, since the mixer sees per-domain means. Domains absent from a batch get
+λ = 0, as in their per-batch normalization.
+
+With ``use_heldout=True`` the excess is measured on held-out losses every ``every`` steps
+(the state's ``wants_heldout`` asks for them; see ``ado_jax.mixing.aioli.wants_heldout``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ado_jax.mixing.base import DomainStats, Mixer, normalize
+from ado_jax.mixing.basic import check_num_domains
+
+
+class DoReMiState(NamedTuple):
+    """weights: [D] α_t (next batch's mixture); avg_weights: [D] running mean ᾱ of the α_t;
+    step: [] int32 updates done; wants_heldout: [] bool."""
+
+    weights: jax.Array
+    avg_weights: jax.Array
+    step: jax.Array
+    wants_heldout: jax.Array
+
+
+def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_heldout: bool = False,
+           every: int = 1) -> Mixer:
+    """Online DoReMi against reference per-domain losses.
+
+    Args:
+      reference_losses: [D] per-domain losses of the reference model, or [S, D] one row per
+        train step (row ``min(step, S-1)`` is used). Must be finite.
+      eta: step size η of the exponentiated gradient (Xie et al.: 1; Aioli's tuning: 0.01).
+      smoothing: c, weight of the uniform mixture mixed in after each step, in [0, 1].
+      use_heldout: measure the excess on held-out losses instead of training losses.
+      every: update the weights every ``every`` steps (with ``use_heldout``: at those steps only).
+    """
+    ref = np.asarray(reference_losses, dtype=np.float32)
+    if ref.ndim not in (1, 2) or ref.size == 0:
+        raise ValueError(f"reference_losses must be [D] or [S, D], got shape {ref.shape}")
+    if not np.all(np.isfinite(ref)):
+        raise ValueError(f"reference_losses must be finite, got {ref.tolist() if ref.size < 50 else 'non-finite'}")
+    ref_SD = jnp.asarray(ref.reshape(-1, ref.shape[-1]))
+    if not (np.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be finite and >= 0, got {eta!r}")
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
+    if int(every) < 1:
+        raise ValueError(f"every must be >= 1, got {every!r}")
+    every = int(every)
+
+    def wants(step):
+        return jnp.asarray(use_heldout) & ((step + 1) % every == 0)
+
+    def init(num_domains) -> DoReMiState:
+        d = check_num_domains(num_domains)
+        if ref_SD.shape[1] != d:
+            raise ValueError(f"reference_losses has {ref_SD.shape[1]} domains but init got num_domains={d}")
+        u = jnp.full((d,), 1.0 / d, jnp.float32)
+        return DoReMiState(u, u, jnp.zeros((), jnp.int32), wants(jnp.zeros((), jnp.int32)))
+
+    def update(stats: DomainStats, state: DoReMiState):
+        d = state.weights.shape[0]
+        ref_D = ref_SD[jnp.minimum(state.step, ref_SD.shape[0] - 1)]
+        if use_heldout:
+            loss_D = jnp.where(stats.heldout_valid, stats.heldout_loss, jnp.nan)
+        else:
+            loss_D = stats.mean_loss()
+        excess_D = jnp.where(jnp.isfinite(loss_D), jnp.maximum(loss_D - ref_D, 0.0), 0.0)
+        do_step = (state.step + 1) % every == 0
+        log_w = jnp.log(jnp.maximum(state.weights, 1e-30)) + eta * excess_D
+        new_w = (1.0 - smoothing) * jax.nn.softmax(log_w) + smoothing / d
+        w = normalize(jnp.where(do_step, new_w, state.weights))
+        step = state.step + 1
+        avg = state.avg_weights + (w - state.avg_weights) / step.astype(jnp.float32)
+        return w, DoReMiState(w, avg, step, wants(step))
+
+    return Mixer(init, update)
