@@ -26,6 +26,9 @@ def _load(args) -> "object":
 
 
 def cmd_train(args) -> int:
+    from ado_jax import sharding
+
+    sharding.maybe_initialize_distributed()  # before anything touches the XLA backend
     from ado_jax import loop
 
     last = loop.run(_load(args), args.run_dir)
@@ -51,7 +54,7 @@ def cmd_eval(args) -> int:
         raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
     mesh = sharding.make_mesh(cfg.mesh)
     stream, heldout = data_setup.train_stream(cfg), data_setup.heldout_stream(cfg)
-    mixer, opt = build_mixer(cfg.mixer, stream.sizes()), train.make_optimizer(cfg.train)
+    mixer, opt = build_mixer(cfg.mixer, stream.sizes(), cfg.train.decay_steps, cfg.train.seed), train.make_optimizer(cfg.train)
     abstract = jax.eval_shape(lambda k: train.init_state(cfg, opt, mixer, stream.init(k), stream.num_domains, k),
                               jax.random.PRNGKey(0))
     state, _ = ckpt.restore(abstract, train.state_shardings(abstract, mesh), step)
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or resume) a run", epilog=describe(), formatter_class=fmt)
     _config_args(p)
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (stop after N steps)")
-    p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME (static|natural|balanced|ado|...)")
+    p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME: static|natural|balanced|ado|aioli|doremi|odm|skill_it")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
                        epilog=describe(), formatter_class=fmt)

@@ -97,6 +97,7 @@ class MixerConfig:
 
     name: str = _f("balanced", "static | natural | balanced | ado | aioli | doremi | odm | skill_it")
     weights: list = _f([], "static mixer: one weight per domain")
+    heldout_batches: int = _f(1, "held-out batches per domain evaluated in-step when a mixer asks (aioli, doremi)")
     # ADO (paper 002 defaults)
     gamma1: float = _f(0.1, "ado: EMA rate of the credit history h")
     gamma2: float = _f(0.1, "ado: weight of the new preference rho against the running mean")
@@ -111,6 +112,23 @@ class MixerConfig:
     smoothing: str = _f("none", "ado: none (paper) | savgol (reference: Savitzky-Golay 101/3)")
     credit: str = _f("paper", "ado: paper | reference | reference_v0 credit assignment")
     clip: str = _f("paper", "ado: paper (clip after mixing) | reference (clip rho first)")
+    # Aioli (paper 004 defaults); rounds span train.decay_steps, the run's planned length
+    rounds: int = _f(20, "aioli/skill_it: rounds T over train.decay_steps")
+    sweeps: int = _f(4, "aioli: LearnParams sweeps k over the D smoothed one-hot mixtures")
+    delta: float = _f(0.128, "aioli: fraction of each round spent in LearnParams")
+    aioli_eps: float = _f(0.75, "aioli: smoothing eps of the one-hot mixtures (1-eps)*onehot + eps*uniform")
+    eta: float = _f(0.2, "aioli/skill_it: exponentiated-gradient step size eta")
+    gamma: float = _f(-1.0, "aioli: EMA gamma on the normalized A (-1: none)")
+    variant: str = _f("full", "aioli: full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
+    init_steps: int = _f(0, "aioli: steps on the prior (mixer.prior) before the first round (Aioli+method)")
+    # DoReMi, ODM, Skill-It
+    reference_losses: list = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
+    doremi_eta: float = _f(1.0, "doremi: exponentiated-gradient step size (Xie et al.: 1)")
+    smoothing: float = _f(1e-3, "doremi: weight of the uniform mixture mixed in each step")
+    use_heldout: bool = _f(False, "doremi: excess loss on in-step held-out batches instead of training losses")
+    odm_reward: str = _f("smoothed", "odm: smoothed (moving average, Aioli's statement) | cumulative (EXP3 reference)")
+    odm_alpha: float = _f(0.9, "odm: smoothing alpha of the moving-average reward")
+    graph: list = _f([], "skill_it: [D, D] skills graph as a JSON list of rows (ado_jax.mixing.skills_graph)")
 
 
 @dataclass

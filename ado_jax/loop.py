@@ -75,7 +75,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     stream = None if host else data_setup.train_stream(cfg)
     heldout = data_setup.heldout_stream(cfg)
     names = host.names if host else stream.names
-    mixer = build_mixer(cfg.mixer, (host.source if host else stream).sizes())
+    mixer = build_mixer(cfg.mixer, (host.source if host else stream).sizes(), cfg.train.decay_steps, cfg.train.seed)
     optimizer = train.make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
     stream_state = host.init_state(mixer.init(len(names)).weights) if host else stream.init(key_data)
@@ -94,6 +94,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
     eval_fn = train.make_eval_step(cfg)
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
+    mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
 
     def save(step, state):
         if host:  # the host loader's position travels in the checkpoint with everything else
@@ -112,7 +113,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     try:
         while step < cfg.train.steps and not stop["sigterm"]:
             data = host.next(state.mixer_state.weights) if host else stream
-            state, metrics = step_fn(state, data)
+            state, metrics = step_fn(state, data, mixer_heldout)
             step += 1
             pending.append((step, metrics))
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:

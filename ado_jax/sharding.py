@@ -40,6 +40,8 @@ def maybe_initialize_distributed() -> bool:
     slurm = int(env.get("SLURM_NTASKS", "1")) > 1
     if not (len(hosts) > 1 or explicit or slurm or "MEGASCALE_COORDINATOR_ADDRESS" in env):
         return False
+    if jax.distributed.is_initialized():
+        return True
     if explicit:
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
                                    int(env.get("JAX_PROCESS_ID", "0")))

@@ -16,7 +16,8 @@ import optax
 
 from ado_jax import tracker
 from ado_jax.config import Config, TrainConfig
-from ado_jax.mixing.base import Mixer
+from ado_jax.mixing import wants_heldout
+from ado_jax.mixing.base import Mixer, may_want_heldout
 from ado_jax.mixing.from_config import mixer_metrics
 from ado_jax.models.llama import Llama, sequence_losses
 from ado_jax.sharding import batch_sharding, tree_shardings
@@ -113,16 +114,33 @@ def _grads(params, static, batch: dict, grad_accum: int):
     return jnp.mean(loss_A), loss_Ab.reshape(-1), jax.tree.map(lambda g: g / grad_accum, grads)
 
 
+def heldout_losses(model: Llama, batches: dict) -> Array:
+    """Per-domain held-out loss ``[D]`` of ``model`` over fixed batches shaped ``[D, n, B, T]``."""
+    def per_batch(_, mb):
+        return None, jnp.mean(sequence_losses(model(mb["inputs"]), mb["targets"]))
+
+    def per_domain(_, dom):
+        return None, jnp.mean(jax.lax.scan(per_batch, None, dom)[1])
+
+    return jax.lax.scan(per_domain, None, batches)[1]
+
+
 def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_domains: int):
-    """Builds the jitted ``step(state, data) -> (state, metrics)``.
+    """Builds the jitted ``step(state, data, heldout=None) -> (state, metrics)``.
+
+    ``heldout``: fixed per-domain batches ``[D, n, B, T]``. When given, the updated model is
+    evaluated on them inside the step, under ``lax.cond``, at the steps the mixer asks for
+    (``wants_heldout(mixer_state)``: Aioli's LearnParams rounds, held-out DoReMi), and the losses
+    reach the mixer as ``DomainStats.heldout_loss``; other steps skip the evaluation entirely.
 
     Metrics (device arrays): ``loss`` [], ``grad_norm`` [], ``lr`` [], ``skipped`` [] (1 when the
     update was not finite and therefore not applied), ``domain_loss`` [D] (NaN where absent),
-    ``domain_count`` [D], ``weights`` [D] (the mixture this batch was drawn with).
+    ``domain_count`` [D], ``weights`` [D] (the mixture this batch was drawn with),
+    ``heldout_eval`` [] (1 when held-out losses were evaluated this step).
     """
     schedule = lr_schedule(cfg.train)
 
-    def step(data, state: TrainState):
+    def step(data, heldout, state: TrainState):
         weights_D = state.mixer_state.weights
         if isinstance(data, dict):
             batch, stream_state = data, state.stream_state
@@ -135,6 +153,11 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         model = eqx.combine(optax.apply_updates(params, updates), static)
 
         stats = tracker.domain_stats(loss_B, batch["domain"], num_domains, state.step)
+        want = jnp.asarray(False)
+        if heldout is not None and may_want_heldout(state.mixer_state):  # evaluate only when it asks
+            want = wants_heldout(state.mixer_state)
+            held_D = jax.lax.cond(want, lambda: heldout_losses(model, heldout), lambda: jnp.zeros(num_domains))
+            stats = stats._replace(heldout_loss=held_D, heldout_valid=want)
         _, mixer_state = mixer.update(stats, state.mixer_state)
         new_state = TrainState(model, opt_state, mixer_state, LOG_TRACKER.update(stats, state.tracker_state),
                                stream_state, state.step + 1)
@@ -142,24 +165,15 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
                    "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
-                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), **mixer_metrics(mixer_state)}
+                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), "heldout_eval": want.astype(jnp.int32),
+                   **mixer_metrics(mixer_state)}
         return new_state, metrics
 
-    # Donate the state (second argument) but never the data: the in-step corpus is reused.
-    jitted = eqx.filter_jit(step, donate="all-except-first")
-    return lambda state, data: jitted(data, state)
+    # Donate the state but never the data or held-out batches: they are reused every step.
+    jitted = eqx.filter_jit(lambda inputs, state: step(*inputs, state), donate="all-except-first")
+    return lambda state, data, heldout=None: jitted((data, heldout), state)
 
 
 def make_eval_step(cfg: Config):
     """Jitted per-domain held-out loss: ``eval(model, batches) -> [D]`` over ``[D, n, B, T]`` batches."""
-    @eqx.filter_jit
-    def evaluate(model: Llama, batches: dict) -> Array:
-        def per_batch(_, mb):
-            return None, jnp.mean(sequence_losses(model(mb["inputs"]), mb["targets"]))
-
-        def per_domain(_, dom):
-            return None, jnp.mean(jax.lax.scan(per_batch, None, dom)[1])
-
-        return jax.lax.scan(per_domain, None, batches)[1]
-
-    return evaluate
+    return eqx.filter_jit(heldout_losses)

@@ -6,11 +6,15 @@ import numpy as np
 
 from ado_jax.mixing.base import Mixer
 
-MIXERS = ("static", "natural", "balanced", "ado")
+MIXERS = ("static", "natural", "balanced", "ado", "aioli", "doremi", "odm", "skill_it")
 
 
-def build_mixer(mcfg, sizes_D) -> Mixer:
-    """Returns the configured ``Mixer`` for domains of sizes ``sizes_D: [D]`` (tokens per domain)."""
+def build_mixer(mcfg, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+    """Returns the configured ``Mixer`` for domains of sizes ``sizes_D: [D]`` (tokens per domain).
+
+    ``total_steps``: the run's planned length (``train.decay_steps``), for round-based mixers;
+    ``seed``: for mixers with randomness of their own (Aioli's interleaving order).
+    """
     from ado_jax.mixing import basic
 
     sizes_D = np.asarray(sizes_D, np.float64)
@@ -33,6 +37,33 @@ def build_mixer(mcfg, sizes_D) -> Mixer:
                    fit_every=mcfg.fit_every, fit_start=mcfg.fit_start, skip_first=mcfg.skip_first,
                    subsample_every=mcfg.subsample_every, history_len=mcfg.history_len, smoothing=smoothing,
                    credit=mcfg.credit, clip=mcfg.clip)
+    if mcfg.prior not in ("natural", "uniform"):
+        raise ValueError(f"mixer.prior={mcfg.prior!r}: expected natural | uniform")
+    prior = sizes_D / sizes_D.sum() if mcfg.prior == "natural" else None
+    from ado_jax import mixing
+
+    if mcfg.name == "aioli":
+        if mcfg.variant not in ("full", "static", "diagonal"):
+            raise ValueError(f"mixer.variant={mcfg.variant!r}: expected full | static | diagonal")
+        return mixing.aioli(total_steps, rounds=mcfg.rounds, sweeps=mcfg.sweeps, delta=mcfg.delta,
+                            eps=mcfg.aioli_eps, eta=mcfg.eta, gamma=None if mcfg.gamma < 0 else mcfg.gamma,
+                            static=mcfg.variant == "static", diagonal=mcfg.variant == "diagonal",
+                            init_steps=mcfg.init_steps, p_init=prior if mcfg.init_steps else None,
+                            seed=seed)
+    if mcfg.name == "doremi":
+        if len(mcfg.reference_losses) != sizes_D.size:
+            raise ValueError(f"mixer.reference_losses={mcfg.reference_losses}: doremi needs one reference loss per "
+                             f"domain ({sizes_D.size}), e.g. the eval_loss of a run with --mixer balanced")
+        return mixing.doremi(mcfg.reference_losses, eta=mcfg.doremi_eta, smoothing=mcfg.smoothing,
+                             use_heldout=mcfg.use_heldout)
+    if mcfg.name == "odm":
+        return mixing.odm(reward=mcfg.odm_reward, alpha=mcfg.odm_alpha, p_init=prior)
+    if mcfg.name == "skill_it":
+        graph = np.asarray(mcfg.graph, np.float64)
+        if graph.shape != (sizes_D.size, sizes_D.size):
+            raise ValueError(f"mixer.graph has shape {graph.shape}: skill_it needs a [{sizes_D.size}, {sizes_D.size}] "
+                             "skills graph (see ado_jax.mixing.skills_graph)")
+        return mixing.skill_it(graph, total_steps, rounds=mcfg.rounds, eta=mcfg.eta, p_init=prior)
     raise ValueError(f"mixer.name={mcfg.name!r}: expected one of {MIXERS}")
 
 
@@ -43,7 +74,10 @@ def mixer_metrics(mixer_state) -> dict:
     (NaN before that domain's first fit).
     """
     from ado_jax.mixing.ado import AdoState, fitted_values
+    from ado_jax.mixing.aioli import AioliState
 
     if isinstance(mixer_state, AdoState):
         return {f"fit_{k}": v for k, v in fitted_values(mixer_state).items()}
+    if isinstance(mixer_state, AioliState):  # how much training on j helps every domain (A's column sums)
+        return {"aioli_a_colsum": mixer_state.a_bar.sum(axis=0)}
     return {}
