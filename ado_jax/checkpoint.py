@@ -73,6 +73,8 @@ class Checkpointer:
         arrays = eqx.filter(abstract_state, is_leaf_array)
         flat_abstract = jax.tree_util.tree_flatten_with_path(arrays)
         flat_shardings = jax.tree.leaves(shardings)
+        if len(flat_shardings) != len(flat_abstract[0]):
+            raise ValueError(f"{len(flat_shardings)} shardings given for {len(flat_abstract[0])} state arrays")
         target = {_key(p): jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
                   for (p, x), s in zip(flat_abstract[0], flat_shardings)}
         try:

@@ -86,7 +86,7 @@ class DataConfig:
     corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus (built there when missing)")
     loader: str = _f("device", "device (tokens on device, sampled inside the step) | host (memmap, prefetched)")
     prefetch: int = _f(1, "host loader: batches drawn ahead in background threads (0 = none)")
-    domains: list = _f([], "domain names to use (empty: all)")
+    domains: list[str] = _f([], "domain names to use (empty: all)")
     max_bytes_per_domain: int = _f(2_000_000, "builtin source: cap on bytes read per domain")
     heldout_fraction: float = _f(0.05, "builtin source: fraction of each domain kept for held-out eval")
 
@@ -96,7 +96,7 @@ class MixerConfig:
     """Which data-mixture policy runs inside the step, and its hyperparameters."""
 
     name: str = _f("balanced", "static | natural | balanced | ado | aioli | doremi | odm | skill_it")
-    weights: list = _f([], "static mixer: one weight per domain")
+    weights: list[float] = _f([], "static mixer: one weight per domain")
     heldout_batches: int = _f(1, "held-out batches per domain evaluated in-step when a mixer asks (aioli, doremi)")
     # ADO (paper 002 defaults)
     gamma1: float = _f(0.1, "ado: EMA rate of the credit history h")
@@ -122,7 +122,7 @@ class MixerConfig:
     variant: str = _f("full", "aioli: full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
     init_steps: int = _f(0, "aioli: steps on the prior (mixer.prior) before the first round (Aioli+method)")
     # DoReMi, ODM, Skill-It
-    reference_losses: list = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
+    reference_losses: list[float] = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
     doremi_eta: float = _f(1.0, "doremi: exponentiated-gradient step size (Xie et al.: 1)")
     smoothing: float = _f(1e-3, "doremi: weight of the uniform mixture mixed in each step")
     use_heldout: bool = _f(False, "doremi: excess loss on in-step held-out batches instead of training losses")
@@ -188,7 +188,7 @@ def _convert(value, typ, key: str):
             try:
                 parsed = json.loads(value)
             except json.JSONDecodeError:
-                parsed = [v for v in value.split(",") if v]
+                parsed = [v.strip() for v in value.split(",") if v.strip()]
             return _convert(parsed, typ, key)
         try:
             return typ(value)
@@ -197,7 +197,8 @@ def _convert(value, typ, key: str):
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}={value!r}: expected a list")
-        return list(value)
+        (item,) = typing.get_args(typ) or (None,)
+        return [v if item is None else _convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, origin) or (origin is int and isinstance(value, bool)):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from ado_jax import tracker
+from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import Config, TrainConfig
 from ado_jax.mixing import wants_heldout
 from ado_jax.mixing.base import Mixer, may_want_heldout
@@ -80,7 +81,7 @@ def init_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: 
 
 def state_shardings(abstract_state, mesh):
     """NamedShardings for every array of a (possibly abstract) TrainState."""
-    return tree_shardings(eqx.filter(abstract_state, eqx.is_array), mesh)
+    return tree_shardings(eqx.filter(abstract_state, is_leaf_array), mesh)
 
 
 def create_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array, mesh):

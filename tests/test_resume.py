@@ -26,10 +26,15 @@ def _records(run_dir):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("full")
     _train(run, 16)
-    return _records(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def full_run(full_dir):
+    return _records(full_dir)
 
 
 def test_resumed_run_is_bit_identical(tmp_path, full_run):
@@ -48,6 +53,15 @@ def test_restore_onto_a_different_mesh(tmp_path, full_run):
     resumed = _records(tmp_path)
     for step in range(9, 13):  # same math, different reduction order: equal to float tolerance
         assert resumed[step]["loss"] == pytest.approx(full_run[step]["loss"], rel=1e-4)
+
+
+def test_eval_command_reproduces_the_final_evaluation(full_dir, capsys):
+    capsys.readouterr()
+    assert cli.main(["eval", "--config", "tiny", "--run-dir", str(full_dir), "--batches", "2", *SMALL]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    logged = [json.loads(ln) for ln in open(full_dir / "metrics.jsonl") if '"eval_loss"' in ln][-1]
+    assert printed["step"] == logged["step"] == 16
+    assert printed["eval_loss"] == pytest.approx(logged["eval_loss"], rel=1e-6)
 
 
 def test_partial_checkpoint_is_never_latest(tmp_path, full_run):
