@@ -1,0 +1,14 @@
+"""Synthetic tasks of paper 000 as pure, jittable streams, with reference estimators.
+
+``ICLRegression`` (in-context linear regression), ``SparseParity``, ``Facts`` — each has
+``init(key)``, ``next(state, weights_D=None)`` over its task-like domains; ``estimators`` has
+ridge / discrete-Bayes (eq. 6) predictors and the accuracies; ``tasks.make_task`` bundles a
+stream with its model, loss and eval for ``ado_jax.synthetic_train``.
+"""
+
+from ado_jax.data.synthetic import estimators
+from ado_jax.data.synthetic.facts import Facts
+from ado_jax.data.synthetic.icl_regression import ICLRegression
+from ado_jax.data.synthetic.sparse_parity import SparseParity, parity_target
+
+__all__ = ["Facts", "ICLRegression", "SparseParity", "estimators", "parity_target"]
