@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or resume) a run", epilog=describe(), formatter_class=fmt)
     _config_args(p)
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (stop after N steps)")
+    p.add_argument("--task", help="icl_regression|sparse_parity|facts: train a synthetic task of paper 000 instead "
+                   "(its own flags: ado-jax train --task sparse_parity --help)")
     p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME: static|natural|balanced|ado|aioli|doremi|odm|skill_it")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
@@ -91,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"] and any(a == "--task" or a.startswith("--task=") for a in argv):
+        # The synthetic tasks of paper 000 have their own trainer (vmap over seeds, scan over steps).
+        from ado_jax import synthetic_train
+
+        try:
+            synthetic_train.main(argv[1:])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
