@@ -124,7 +124,7 @@ class MixerConfig:
     # DoReMi, ODM, Skill-It
     reference_losses: list[float] = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
     doremi_eta: float = _f(1.0, "doremi: exponentiated-gradient step size (Xie et al.: 1)")
-    smoothing: float = _f(1e-3, "doremi: weight of the uniform mixture mixed in each step")
+    doremi_smoothing: float = _f(1e-3, "doremi: weight of the uniform mixture mixed in each step")
     use_heldout: bool = _f(False, "doremi: excess loss on in-step held-out batches instead of training losses")
     odm_reward: str = _f("smoothed", "odm: smoothed (moving average, Aioli's statement) | cumulative (EXP3 reference)")
     odm_alpha: float = _f(0.9, "odm: smoothing alpha of the moving-average reward")
@@ -154,9 +154,9 @@ PRESETS: dict[str, dict] = {
              "train": {"batch_size": 16, "seq_len": 64, "steps": 100, "decay_steps": 100, "lr": 3e-3}},
     "demo": {"data": {"source": "corpus"},
              "model": _cpu_model(vocab_size=0, d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, qk_norm=True),
-             "train": {"batch_size": 32, "seq_len": 128, "steps": 300, "decay_steps": 300, "lr": 2e-3,
-                       "warmup_steps": 30, "eval_every": 100, "ckpt_every": 100, "log_every": 10},
-             "mixer": {"name": "ado", "fit_start": 100, "fit_every": 50, "skip_first": 20, "subsample_every": 2,
+             "train": {"batch_size": 32, "seq_len": 128, "steps": 200, "decay_steps": 200, "lr": 2e-3,
+                       "warmup_steps": 20, "eval_every": 50, "ckpt_every": 50, "log_every": 10},
+             "mixer": {"name": "ado", "fit_start": 60, "fit_every": 40, "skip_first": 20, "subsample_every": 2,
                        "history_len": 64}},
     "gpt2-124m": {"model": {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "n_kv_heads": 12,
                             "d_ff": 2048, "max_seq_len": 1024},

@@ -34,6 +34,7 @@ def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) ->
 
     extra = [f"train.batch_size={batch}"] if batch else []
     cfg = load_config(preset, extra + overrides)
+    cfg.model.vocab_size = cfg.model.vocab_size or 257  # "from the data": the byte corpus tokenizer
     T, B, V = cfg.train.seq_len, cfg.train.batch_size, cfg.model.vocab_size
     rng = np.random.default_rng(0)
     stream = InMemoryDomains.from_arrays({f"d{i}": rng.integers(0, V, 200_000) for i in range(4)}, B, T, V)

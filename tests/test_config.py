@@ -64,3 +64,43 @@ def test_json_config_file(tmp_path):
     path.write_text(json.dumps({"train": {"steps": 7}, "model": {"d_model": 32, "n_heads": 2, "n_kv_heads": 2}}))
     cfg = load_config(str(path))
     assert cfg.train.steps == 7 and cfg.model.d_model == 32
+
+
+def test_field_names_are_unique_per_section():
+    import ast
+    import inspect
+
+    from ado_jax import config
+
+    tree = ast.parse(inspect.getsource(config))
+    for cls in [n for n in tree.body if isinstance(n, ast.ClassDef)]:
+        names = [s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)]
+        assert len(names) == len(set(names)), f"{cls.name} defines a field twice: {names}"
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("static", ["mixer.weights=1,2,3"]), ("natural", []), ("balanced", []), ("ado", ["mixer.smoothing=savgol"]),
+    ("aioli", ["mixer.variant=diagonal"]), ("doremi", ["mixer.reference_losses=2,2,2"]), ("odm", []),
+    ("skill_it", ["mixer.graph=[[1,0,0],[0,1,0],[0,0,1]]"])])
+def test_every_mixer_builds_from_config_and_stays_on_the_simplex(name, extra):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ado_jax.mixing import DomainStats
+    from ado_jax.mixing.from_config import build_mixer
+
+    cfg = load_config("demo", [f"mixer.name={name}", *extra])
+    mixer = build_mixer(cfg.mixer, [3.0, 1.0, 1.0], total_steps=1000)
+    state = mixer.init(3)
+    stats = DomainStats.create(jnp.array([6.0, 2.0, 3.0]), jnp.array([2.0, 1.0, 1.0]), 0, jnp.array([3.0, 2, 3]))
+    w, _ = mixer.update(stats, state)
+    assert np.all(np.asarray(w) >= 0) and float(w.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_mixer_config_errors_name_the_field():
+    from ado_jax.mixing.from_config import build_mixer
+
+    with pytest.raises(ValueError, match="mixer.reference_losses"):
+        build_mixer(load_config("tiny", ["mixer.name=doremi"]).mixer, [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"mixer.graph has shape \(0,\)"):
+        build_mixer(load_config("tiny", ["mixer.name=skill_it"]).mixer, [1.0, 1.0], total_steps=10)

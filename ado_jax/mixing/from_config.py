@@ -54,7 +54,7 @@ def build_mixer(mcfg, sizes_D, total_steps: int | None = None, seed: int = 0) ->
         if len(mcfg.reference_losses) != sizes_D.size:
             raise ValueError(f"mixer.reference_losses={mcfg.reference_losses}: doremi needs one reference loss per "
                              f"domain ({sizes_D.size}), e.g. the eval_loss of a run with --mixer balanced")
-        return mixing.doremi(mcfg.reference_losses, eta=mcfg.doremi_eta, smoothing=mcfg.smoothing,
+        return mixing.doremi(mcfg.reference_losses, eta=mcfg.doremi_eta, smoothing=mcfg.doremi_smoothing,
                              use_heldout=mcfg.use_heldout)
     if mcfg.name == "odm":
         return mixing.odm(reward=mcfg.odm_reward, alpha=mcfg.odm_alpha, p_init=prior)
