@@ -5,9 +5,10 @@ ADO (papers/002, App. A.1, eq. 6) fits each domain's loss curve by minimising th
 starts, keeping the best start. The reference code (yidingjiang/ado, `fit_scaling_law`)
 runs ``jaxopt.LBFGS(maxiter=200, tol=1e-5)`` from all 8x8x8 = 512 starts. Here the objective
 is first evaluated on the whole grid (cheap: one pass over the data per start), and only the
-best ``refine_top_k`` starts are refined, by default with projected Levenberg-Marquardt
-steps specialised to this 3-parameter law (IRLS for the Huber loss,
-``scaling_law_solvers.irls_lm``); ``optax.lbfgs`` (followed by those steps) and the
+best ``refine_top_k`` starts (by default 2 of them from a closed-form alpha scan on the
+valley floor, ``scaling_law_solvers.alpha_scan``, which short curves need) are refined, by
+default with projected Levenberg-Marquardt steps specialised to this 3-parameter law (IRLS for
+the Huber loss, ``scaling_law_solvers.irls_lm``); ``optax.lbfgs`` (followed by those steps) and the
 reference's ``jaxopt.LBFGS`` are options. Everything is vmapped over domains x starts with a
 static iteration count, so a fit can sit inside a jitted train step under ``lax.cond``; the
 start axis can be sharded over devices with ``grid_sharding``. See docs/fitter.md.
@@ -141,13 +142,20 @@ def _refine(theta_3, data, solver, maxiter, lm_steps, delta):
 
 def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="paper",
                   maxiter: int = 30, refine_top_k: int | None = 8, lm_steps: int = 40,
-                  delta: float = 1e-3, grid_sharding: NamedSharding | None = None):
+                  delta: float = 1e-3, grid_sharding: NamedSharding | None = None,
+                  scan_starts: int = 2, alpha_scan: int = 32):
     """Fits ``L_d(n) = exp(log_eps_d) + exp(log_beta_d) n^-alpha_d`` for every domain d.
 
     Pipeline (all static shapes, jittable, vmapped over domains x starts):
       1. evaluate ``objective`` at every grid start (starts outside the bounds are projected
-         onto the box first: the weight-1 hinges would pull them there anyway);
-      2. keep the ``refine_top_k`` best starts per domain (``None``: all, as the reference);
+         onto the box first: the weight-1 hinges would pull them there anyway; starts that
+         coincide after that are evaluated once), and at ``alpha_scan`` starts per domain on
+         the valley floor (``scaling_law_solvers.alpha_scan``: for each alpha, the closed-form
+         best eps and beta);
+      2. keep the ``refine_top_k - scan_starts`` best grid starts and the ``scan_starts``
+         best scan starts per domain (``refine_top_k=None``: all grid starts, as the
+         reference, plus the scan starts; at least one grid start is always kept, so
+         ``refine_top_k=1`` refines only the best grid start);
       3. refine each with ``solver`` for ``maxiter`` iterations, then ``lm_steps`` projected
          IRLS-Levenberg-Marquardt steps (0 to skip);
       4. keep the best refined start per domain.
@@ -167,6 +175,11 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
       grid: "paper", "reference" or a [G, 3] array of (log_eps, log_beta, alpha) starts.
       grid_sharding: optional ``NamedSharding`` for a [G, 3] array (e.g. ``P("x", None)``);
         its mesh axis on dim 0 shards the start axis of every stage.
+      scan_starts: refined starts taken from the alpha scan (0: the grid only, as the paper).
+        Without them a short curve (n over one decade) can end in the valley far from its
+        minimum: LM crawls along it and the grid's best starts all lie on one side.
+      alpha_scan: number of alphas in the scan, the midpoints of ``alpha_scan`` equal
+        cells of [0, 0.8].
     Returns:
       ``(PowerLaw [D] each, objective_D [D])``. A domain with no valid point gets NaN
       parameters and objective (``keep_finite`` then keeps the previous fit).
@@ -182,12 +195,19 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
         raise ValueError(f"loss_DT has shape {loss.shape}: expected [D, T] or [T]")
     n = jnp.broadcast_to(jnp.asarray(n_DT, jnp.float32), loss.shape)
     mask = None if mask_DT is None else jnp.broadcast_to(jnp.asarray(mask_DT, bool), loss.shape)
-    grid_G3 = jnp.clip(jnp.asarray(make_grid(grid)), jnp.asarray(solvers.LOWER_3),
-                       jnp.asarray(solvers.UPPER_3))
+    grid_G3 = np.clip(make_grid(grid), np.float32(solvers.LOWER_3), np.float32(solvers.UPPER_3))
+    _, first = np.unique(grid_G3, axis=0, return_index=True)   # paper grid: 336 -> 168 starts
+    grid_G3 = jnp.asarray(grid_G3[np.sort(first)])
     num_starts = grid_G3.shape[0]
-    k = num_starts if refine_top_k is None else int(refine_top_k)
-    if not 1 <= k <= num_starts:
-        raise ValueError(f"refine_top_k={refine_top_k}: expected 1..{num_starts} or None")
+    if not 0 <= scan_starts <= alpha_scan:
+        raise ValueError(f"scan_starts={scan_starts}, alpha_scan={alpha_scan}: expected "
+                         "0 <= scan_starts <= alpha_scan")
+    k = num_starts + scan_starts if refine_top_k is None else int(refine_top_k)
+    if not 1 <= k <= num_starts + scan_starts:
+        raise ValueError(f"refine_top_k={refine_top_k}: expected 1..{num_starts + scan_starts} "
+                         f"({num_starts} distinct grid starts + scan_starts={scan_starts}) or None")
+    scan_starts = min(scan_starts, k - 1)              # at least one grid start is refined
+    k_grid = k - scan_starts
     axis = None if grid_sharding is None else grid_sharding.spec[0]
     grid_G3 = _constrain(grid_G3, grid_sharding, P(axis, None))
 
@@ -198,11 +218,19 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
     f_grid = jax.vmap(jax.vmap(per_start, in_axes=(0, None)), in_axes=(None, 0))
     obj_DG = _constrain(f_grid(grid_G3, data), grid_sharding, P(None, axis))
 
-    if k < num_starts:
-        _, idx_DK = jax.lax.top_k(-jnp.where(jnp.isfinite(obj_DG), obj_DG, jnp.inf), k)
-        start_DK3 = grid_G3[idx_DK]
+    finite = lambda o: jnp.where(jnp.isfinite(o), o, jnp.inf)
+    if k_grid < num_starts:
+        start_DK3 = grid_G3[jax.lax.top_k(-finite(obj_DG), k_grid)[1]]
     else:
         start_DK3 = jnp.broadcast_to(grid_G3, (loss.shape[0],) + grid_G3.shape)
+    if scan_starts:
+        alphas_A = (np.arange(alpha_scan) + 0.5) * (solvers.UPPER_3[2] / alpha_scan)
+        scan_DA3 = jax.vmap(solvers.alpha_scan, in_axes=(0, 0, 0, None))(*data, alphas_A)
+        obj_DA = jax.vmap(jax.vmap(per_start, in_axes=(0, None)))(scan_DA3, data)
+        idx_DS = jax.lax.top_k(-finite(obj_DA), scan_starts)[1]
+        scan_DS3 = jnp.take_along_axis(scan_DA3, idx_DS[:, :, None], axis=1)
+        # (a NaN scan start, from a singular solve, refines to NaN and is never picked)
+        start_DK3 = jnp.concatenate([start_DK3, scan_DS3], axis=1)
     start_DK3 = _constrain(start_DK3, grid_sharding, P(None, axis, None))
     refine = lambda th, d: _refine(th, d, solver, maxiter, lm_steps, delta)
     theta_DK3 = jax.vmap(jax.vmap(refine, in_axes=(0, None)))(start_DK3, data)

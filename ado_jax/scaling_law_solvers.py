@@ -1,4 +1,5 @@
-"""Per-start solvers for the power-law fit: optax L-BFGS, jaxopt L-BFGS, projected IRLS-LM.
+"""Per-start solvers for the power-law fit: optax L-BFGS, jaxopt L-BFGS, projected IRLS-LM,
+and a separable alpha scan that seeds them.
 
 Every solver maps one start ``theta_3 = (log_eps, log_beta, alpha)`` and one domain's
 prepared data to a refined ``theta_3`` with a FIXED amount of work (a ``fori_loop`` with a
@@ -133,3 +134,37 @@ def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: fl
 
     carry = (x0, f(x0), jnp.asarray(damping0, x0.dtype))
     return jax.lax.fori_loop(0, steps, body, carry)[0]
+
+
+def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array) -> Array:
+    """[A, 3] starts on the valley floor: for each alpha, the best (log_eps, log_beta) in closed form.
+
+    For a fixed alpha the law ``eps + beta x`` (``x = n^-alpha``) is linear in (eps, beta), so
+    the weighted least-squares fit of the relative residual ``(eps + beta x - y) / y`` (the
+    first-order log residual) is a 2x2 solve (variable projection). Over a short n range the
+    objective's minimiser lies in a long curved valley in (log_eps, log_beta, alpha) that LM
+    only crawls along, and a coarse grid rarely lands near it; these starts lie on it.
+    The box is applied crudely (eps >= e^0.5, then 0 < beta <= e^6.5): they are only starts.
+    NaN where the solve is singular (alpha = 0, no valid point).
+    """
+    y_T = jnp.exp(logy_T)
+    v_T = w_T / (y_T * y_T)
+    e_lo, b_hi = jnp.exp(LOWER_3[0]), jnp.exp(UPPER_3[1])
+
+    def one(alpha):
+        x_T = jnp.exp(-alpha * logn_T)
+        s1, sx, sxx, sy, sxy = (jnp.sum(v_T * q) for q in (1.0, x_T, x_T * x_T, y_T, x_T * y_T))
+        det = s1 * sxx - sx * sx
+        ok = det > 1e-9 * s1 * sxx
+        eps = (sxx * sy - sx * sxy) / det
+        beta = (s1 * sxy - sx * sy) / det
+        too_big = beta > b_hi
+        eps = jnp.where(too_big, (sy - b_hi * sx) / s1, eps)
+        low = eps < e_lo
+        beta = jnp.where(low, (sxy - e_lo * sx) / sxx, jnp.where(too_big, b_hi, beta))
+        eps = jnp.maximum(eps, e_lo)
+        beta = jnp.clip(beta, 1e-6, b_hi)
+        theta_3 = jnp.stack([jnp.log(eps), jnp.log(beta), alpha])
+        return jnp.where(ok, theta_3, jnp.nan)
+
+    return jax.vmap(one)(jnp.asarray(alphas_A, jnp.float32))
