@@ -8,6 +8,7 @@ the files readable and makes a structure mismatch an error naming the missing ar
 
 from __future__ import annotations
 
+import os
 import re
 
 import equinox as eqx
@@ -41,7 +42,8 @@ class Checkpointer:
     """Saves and restores TrainStates under ``directory`` (local path or ``gs://``), keeping ``keep``."""
 
     def __init__(self, directory: str, keep: int = 3):
-        self.directory = epath.Path(directory)
+        # orbax wants absolute paths; "runs/x" is relative to where the command runs
+        self.directory = epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 

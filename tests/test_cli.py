@@ -35,3 +35,12 @@ def test_synthetic_task_hook_trains_and_writes_curves(tmp_path):
                      "--out", str(out)]) == 0
     curves = json.loads(out.read_text())
     assert len(curves["test_acc"][0]) == 2 and curves["args"]["task"] == "sparse_parity"
+
+
+def test_relative_run_dir_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--config", "tiny", "--run-dir", "runs/rel", "--set", "train.progress=false",
+            "--set", "data.max_bytes_per_domain=100000", "--set", "train.ckpt_every=2"]
+    assert cli.main([*args, "--steps", "2"]) == 0
+    assert cli.main([*args, "--steps", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs/rel/checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
