@@ -20,10 +20,8 @@ table and writes benchmarks/results/fit_bench.json. Usage: python benchmarks/fit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 
 import jax
@@ -32,6 +30,7 @@ import numpy as np
 import scipy.optimize
 
 from ado_jax import scaling_law as sl
+from results_io import save_json
 
 PILE = ["Pile-CC", "PubMed Central", "Books3", "OpenWebText2", "ArXiv", "Github", "FreeLaw",
         "StackExchange", "USPTO", "PubMed Abstracts", "Gutenberg", "OpenSubtitles", "Wikipedia",
@@ -211,11 +210,7 @@ def main():
         print(f"{name}: no worse than min(a,b)+1e-6 on every domain: {row['no_worse_on_every_domain']}"
               f" (max gap {row['max_gap_vs_min_ab']:.2e}, max relative {row['max_rel_gap_vs_min_ab']:.2e});"
               f" targets {row['targets']}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    save_json(args.out, result)
     print(f"wrote {args.out}")
 
 

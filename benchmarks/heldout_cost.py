@@ -5,13 +5,13 @@
 Times, in one process and interleaved: a train step whose mixer never asks for held-out losses
 (the evaluation is not even compiled), the same step when the mixer asks (``lax.cond`` taken),
 and when it could ask but does not (``lax.cond`` not taken). The per-step ``heldout_eval`` flag
-in ``metrics.jsonl`` says which steps paid the cost. Results: benchmarks/results/heldout_cost.json.
+in ``metrics.jsonl`` says which steps paid the cost. Times are process CPU seconds (steadier than
+wall time on a shared machine). Results: benchmarks/results/heldout_cost.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from typing import NamedTuple
@@ -25,6 +25,7 @@ from ado_jax.config import MeshConfig, load_config
 from ado_jax.data.in_memory import InMemoryDomains
 from ado_jax.mixing.base import Mixer
 from ado_jax.mixing.basic import balanced
+from results_io import save_json
 
 
 class AskState(NamedTuple):
@@ -46,11 +47,12 @@ def time_steps(cfg, mixer, stream, held, n: int) -> float:
     step = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)
     state, m = step(state, stream, held)
     jax.block_until_ready(m["loss"])
-    t0 = time.perf_counter()
+    # Process CPU time, not wall time: on a shared CPU it is far steadier (all XLA threads count).
+    t0 = time.process_time()
     for _ in range(n):
         state, m = step(state, stream, held)
     jax.block_until_ready(m["loss"])
-    return (time.perf_counter() - t0) / n
+    return (time.process_time() - t0) / n
 
 
 def main() -> None:
@@ -82,9 +84,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['preset']:8} {r['heldout_sequences']:>9} {r['no_eval_compiled'] * 1e3:>9.1f} "
               f"{r['eval_taken'] * 1e3:>9.1f} {r['eval_extra_pct']:>8.1f} {r['idle_cond_pct']:>12.1f}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"load_avg": os.getloadavg(), "rows": rows}, f, indent=1)
+    save_json(args.out, {"load_avg": os.getloadavg(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ The load average is recorded; results go to benchmarks/results/mixer_overhead.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 
 import equinox as eqx
@@ -43,6 +41,7 @@ from ado_jax import sharding, train
 from ado_jax.config import load_config
 from ado_jax.data.in_memory import InMemoryDomains
 from ado_jax.mixing import ado, basic
+from results_io import save_json
 
 FIT_EVERY = 1000
 
@@ -207,7 +206,7 @@ def main():
             print(f"{r['domains']:>3} {clock:>5} {k['static_step_s'] * 1e3:>10.1f} {k['ado_between_fits_step_s'] * 1e3:>8.1f}"
                   f" {k['between_fit_overhead']:>+8.2%} {k['fit_step_s'] * 1e3:>12.1f} {k['fit_step_extra_s'] * 1e3:>13.1f}"
                   f" {k['amortized_overhead']:>+10.2%} {r['loadavg_start'][0]:>4.1f}->{r['loadavg_end'][0]:<4.1f}")
-            print(f"          per-block between-fit overhead: "
+            print("          per-block between-fit overhead: "
                   + " ".join(f"{x:+.1%}" for x in k["between_fit_overhead_per_block"]) + f"; targets {k['targets']}")
         i = r["isolated_mixer_update"]
         print(f"    isolated jitted mixer.update: static {i['static_update_s'] * 1e6:.0f} us, ADO between fits "
@@ -220,11 +219,7 @@ def main():
                              jax=jax.__version__, python=platform.python_version(), preset="demo",
                              note="shared CPU machine (other agents running); medians over interleaved blocks"),
                   rows=rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    save_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from results_io import save_json
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v3": 123e12}
 
@@ -108,9 +109,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['preset']:10} {r['devices']:>3} {r['batch']:>5} {r['params']:>10,} {r['step_s'] * 1e3:>9.1f} "
               f"{r['tokens_per_s']:>10.0f} {r['model_tflops_per_s']:>8.3f} {r['mfu']:>6.1%}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    save_json(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ Usage: python benchmarks/synthetic_bench.py [--steps 50000] [--seeds 5] [--loop-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
 
 import equinox as eqx
@@ -23,6 +21,7 @@ import optax
 
 from ado_jax import synthetic_train as st
 from ado_jax.data.synthetic.tasks import make_task
+from results_io import save_json
 
 
 def python_loop(task, steps: int) -> float:
@@ -67,11 +66,7 @@ def main(args):
            "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "jax": jax.__version__,
            "rows": [{"method": n, "wall_s": t, "ratio": t / base, "final_test_acc": a} for n, t, a in rows]}
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "synthetic_bench.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, path)
+    save_json(path, out)
 
 
 if __name__ == "__main__":
