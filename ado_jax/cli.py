@@ -64,6 +64,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    """Writes a run's PNG figures (``ado_jax.plot``); prints their paths."""
+    from ado_jax.plot import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Prints the comparison table of runs (``ado_jax.compare``)."""
+    from ado_jax.compare import compare
+
+    print(compare(args.run_dirs, as_json=args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ado-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--batches", type=int, default=4, help="held-out batches per domain")
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("plot", help="PNG figures of a run: weights, losses, ADO forecasts, Aioli's A")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="output folder (default RUN_DIR/plots)")
+    p.set_defaults(fn=cmd_plot)
+    p = sub.add_parser("compare", help="table of final per-domain eval losses of several runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
+    p.set_defaults(fn=cmd_compare)
 
     from ado_jax.data import corpus_cli
 
@@ -107,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as e:  # config and data validation errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as e:  # config/data/run validation errors: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,121 @@
+"""Reads a run directory's ``metrics.jsonl`` / ``config.json`` and compares runs side by side.
+
+``load_run(run_dir)`` is shared with ``ado_jax.plot``; ``summarize`` / ``markdown_table`` back
+``ado-jax compare RUN_DIR...``. Losses are per-token cross-entropy in nats; the perplexity column
+is ``exp(mean over domains of the eval loss)`` — the geometric mean of the per-domain
+perplexities, not their arithmetic mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Run(NamedTuple):
+    """One run's logged history.
+
+    Attributes:
+      path: the run directory.
+      config: ``config.json`` as a dict (``{}`` when absent).
+      train: training records in step order (one per step; later duplicates of a step win).
+      evals: evaluation records (``eval_loss`` dict, ``eval_loss_mean``) in step order.
+      names: domain names, in logged order.
+    """
+
+    path: Path
+    config: dict
+    train: list
+    evals: list
+    names: tuple
+
+
+def load_run(run_dir) -> Run:
+    """Parses ``run_dir/metrics.jsonl`` (and ``config.json``); raises naming the file and line."""
+    path = Path(run_dir)
+    metrics = path / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: is {path} a run directory (ado-jax train --run-dir)?")
+    train, evals = {}, {}
+    for i, line in enumerate(metrics.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            step = int(rec["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{metrics}:{i}: not a metrics record ({e}): {line[:80]!r}") from None
+        (evals if "eval_loss" in rec else train)[step] = rec
+    train_l, evals_l = [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
+    source = train_l[0].get("weights") if train_l else (evals_l[0]["eval_loss"] if evals_l else None)
+    names = tuple(source or ())
+    cfg_path = path / "config.json"
+    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    return Run(path, config, train_l, evals_l, names)
+
+
+def per_domain(records: list, key: str, names: tuple) -> np.ndarray | None:
+    """``[S, D]`` float64 array of the per-domain dict ``key`` over ``records`` (NaN where absent);
+    None when no record has ``key``."""
+    if not any(key in r for r in records):
+        return None
+    return np.array([[float(r.get(key, {}).get(n, math.nan)) for n in names] for r in records], np.float64)
+
+
+def scalar(records: list, key: str) -> np.ndarray:
+    """``[S]`` float64 array of the scalar ``key`` over ``records`` (NaN where absent)."""
+    return np.array([float(r.get(key, math.nan)) for r in records], np.float64)
+
+
+def summarize(run: Run) -> dict:
+    """The comparison row of one run: mixer, steps, tokens, final per-domain and mean eval loss, ppl."""
+    steps = run.train[-1]["step"] if run.train else 0
+    t = run.config.get("train", {})
+    tokens = steps * t["batch_size"] * t["seq_len"] if "batch_size" in t and "seq_len" in t else None
+    final = run.evals[-1] if run.evals else None
+    mean = float(final["eval_loss_mean"]) if final else math.nan
+    return {"run": str(run.path), "mixer": run.config.get("mixer", {}).get("name", "?"), "steps": steps,
+            "tokens": tokens, "eval_step": final["step"] if final else None,
+            "eval_loss": dict(final["eval_loss"]) if final else {},
+            "eval_loss_mean": mean, "ppl_of_mean_loss": math.exp(mean) if math.isfinite(mean) else math.nan,
+            "skipped_steps": int(np.nansum(scalar(run.train, "skipped"))) if run.train else 0}
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A markdown table of ``summarize`` rows: one line per run, one column per domain (union)."""
+    domains = list(dict.fromkeys(d for r in rows for d in r["eval_loss"]))
+    head = ["run", "mixer", "steps", "tokens", *domains, "mean eval loss", "ppl = exp(mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["run"], r["mixer"], _fmt(r["steps"]), _fmt(r["tokens"]),
+                 *(_fmt(r["eval_loss"].get(d)) for d in domains), _fmt(r["eval_loss_mean"]),
+                 _fmt(r["ppl_of_mean_loss"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("Final held-out eval loss (nats/token) per domain at each run's last evaluation; "
+            "ppl = exp(mean over domains of the eval loss).")
+    return "\n".join(lines) + "\n\n" + note
+
+
+def compare(run_dirs, as_json: bool = False) -> str:
+    """The ``ado-jax compare`` output for ``run_dirs``: a markdown table, or JSON rows."""
+    if not run_dirs:
+        raise ValueError("compare: give at least one run directory")
+    rows = [summarize(load_run(d)) for d in run_dirs]
+    if as_json:
+        def clean(v):  # strict JSON: NaN/inf become null
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        return json.dumps([clean(r) for r in rows], indent=1, allow_nan=False)
+    return markdown_table(rows)

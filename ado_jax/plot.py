@@ -1,0 +1,179 @@
+"""PNG figures of a run: mixtures, per-domain losses, ADO's scaling-law forecasts, Aioli's A.
+
+``plot_run(run_dir, out_dir=None) -> [paths]`` (CLI: ``ado-jax plot RUN_DIR``) reads
+``metrics.jsonl`` and writes, skipping any whose data the run did not log (each ``*_figure(run)``
+returns a matplotlib ``Figure``, or None):
+
+- ``weights.png``: the mixture each batch was drawn with, as a stacked area over steps;
+- ``domain_loss.png``: per-domain training-loss EMA (lines) and held-out eval losses (markers);
+- ``scaling_law.png`` (ADO): per domain, the observed training loss against ``n`` = total
+  sequences seen (all domains, as in paper 002) with the forecasts ``L(n) = eps + beta n^-alpha``
+  of up to three of the online fits (first, middle, last; dashed lines mark when each was fit),
+  in the style of paper 002's Fig. 6;
+- ``aioli_a.png`` (Aioli): the column sums of the learned interaction matrix A over steps, as a
+  heatmap (only the column sums are logged: how much training on domain j helps all domains).
+
+matplotlib (the ``plot`` extra) is imported only when plotting; figures are drawn with the
+object-oriented API (no pyplot global state) and written atomically (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ado_jax.compare import Run, load_run, per_domain, scalar
+
+
+def _figure(**kw):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("ado-jax plot needs matplotlib: pip install 'ado_jax[plot]'") from e
+    return Figure(**kw)
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def weights_figure(run: Run):
+    """Stacked area of ``weights [S, D]`` over steps; None when no weights were logged."""
+    w_SD = per_domain(run.train, "weights", run.names)
+    if w_SD is None:
+        return None
+    steps_S = scalar(run.train, "step")
+    fig = _figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    ax.stackplot(steps_S, np.nan_to_num(w_SD).T, labels=run.names, colors=_colors(len(run.names)), alpha=0.9)
+    ax.set(xlim=(steps_S[0], steps_S[-1]), ylim=(0, 1), xlabel="step", ylabel="mixture weight",
+           title=f"Mixture weights ({run.config.get('mixer', {}).get('name', '?')}): {run.path.name}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return fig
+
+
+def losses_figure(run: Run):
+    """Per-domain training-loss EMA (lines) and eval losses (markers, same colour)."""
+    ema_SD = per_domain(run.train, "domain_loss_ema", run.names)
+    eval_ED = per_domain(run.evals, "eval_loss", run.names)
+    if ema_SD is None and eval_ED is None:
+        return None
+    fig = _figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for d, (name, c) in enumerate(zip(run.names, _colors(len(run.names)))):
+        if ema_SD is not None:
+            ax.plot(scalar(run.train, "step"), ema_SD[:, d], color=c, lw=1.2, label=f"{name}")
+        if eval_ED is not None:
+            ax.plot(scalar(run.evals, "step"), eval_ED[:, d], "o--", color=c, ms=4, lw=0.8,
+                    label=None if ema_SD is not None else name)
+    finite = [a[np.isfinite(a)] for a in (ema_SD, eval_ED) if a is not None]
+    lo, hi = min(a.min() for a in finite if a.size), max(a.max() for a in finite if a.size)
+    ax.set(xlabel="step", ylabel="loss (nats/token)", ylim=(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)),
+           title="Per-domain loss: train EMA (lines), held-out eval (markers)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return fig
+
+
+def fit_events(alpha_S: np.ndarray, beta_S: np.ndarray, eps_S: np.ndarray) -> list[int]:
+    """Indices of the records at which one domain's fitted law changed (a new online fit).
+
+    Args: the domain's logged ``fit_alpha``, ``fit_beta``, ``fit_eps``: [S] (NaN before its first fit).
+    """
+    p_S3 = np.stack([alpha_S, beta_S, eps_S], axis=1)
+    ok_S = np.all(np.isfinite(p_S3), axis=1)
+    events, prev = [], None
+    for i in np.flatnonzero(ok_S):
+        if prev is None or not np.array_equal(p_S3[i], prev):
+            events.append(int(i))
+            prev = p_S3[i]
+    return events
+
+
+def scaling_law_figure(run: Run, max_fits: int = 3):
+    """Paper 002 Fig. 6: each domain's observed loss vs ``n`` with forecasts of up to ``max_fits`` fits."""
+    fits = {k: per_domain(run.train, f"fit_{k}", run.names) for k in ("alpha", "beta", "eps")}
+    if any(v is None for v in fits.values()) or not np.isfinite(fits["alpha"]).any():
+        return None
+    count_SD = per_domain(run.train, "domain_count", run.names)
+    loss_SD = per_domain(run.train, "domain_loss", run.names)
+    if count_SD is None or loss_SD is None:
+        return None
+    ema_SD = per_domain(run.train, "domain_loss_ema", run.names)
+    n_S = np.cumsum(np.nansum(count_SD, axis=1))  # total sequences seen after each step, all domains
+    D = len(run.names)
+    cols = min(D, 4)
+    rows = -(-D // cols)
+    fig = _figure(figsize=(3.2 * cols, 2.7 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    n_grid = np.geomspace(max(n_S[0], 1.0), n_S[-1], 200)
+    for d, ax in enumerate(axes):
+        if d >= D:
+            ax.set_visible(False)
+            continue
+        ax.plot(n_S, loss_SD[:, d], ".", color="0.7", ms=2, label="batch loss")
+        if ema_SD is not None:
+            ax.plot(n_S, ema_SD[:, d], color="k", lw=1, label="loss EMA")
+        events = fit_events(fits["alpha"][:, d], fits["beta"][:, d], fits["eps"][:, d])
+        chosen = sorted({events[0], events[len(events) // 2], events[-1]}) if events else []
+        for i, c in zip(chosen[-max_fits:], ["tab:blue", "tab:orange", "tab:red"]):
+            a, b, e = fits["alpha"][i, d], fits["beta"][i, d], fits["eps"][i, d]
+            ax.plot(n_grid, e + b * n_grid ** -a, color=c, lw=1.4,
+                    label=f"fit @ step {run.train[i]['step']}: α={a:.2f}")
+            ax.axvline(n_S[i], color=c, ls="--", lw=0.8)
+        seen = np.concatenate([loss_SD[:, d], ema_SD[:, d] if ema_SD is not None else []])
+        seen = seen[np.isfinite(seen)]
+        if seen.size:
+            lo, hi = np.percentile(seen, [0.5, 99.5])
+            ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))  # forecasts explode at small n
+        ax.set_xscale("log")
+        ax.set_title(run.names[d], fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower left")
+    fig.supxlabel("n = total sequences seen (all domains)")
+    fig.supylabel("training loss (nats/token)")
+    fig.suptitle("ADO scaling-law forecasts L(n) = ε + β n^-α vs actual loss (dashed: time of fit)")
+    return fig
+
+
+def aioli_figure(run: Run):
+    """Heatmap of Aioli's A column sums ``[S, D]`` (domains as rows, steps as columns)."""
+    a_SD = per_domain(run.train, "aioli_a_colsum", run.names)
+    if a_SD is None or not np.isfinite(a_SD).any():
+        return None
+    steps_S = scalar(run.train, "step")
+    lim = float(np.nanmax(np.abs(a_SD))) or 1.0
+    fig = _figure(figsize=(8, 0.4 * len(run.names) + 2))
+    ax = fig.add_subplot()
+    im = ax.imshow(a_SD.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                   extent=(steps_S[0] - 0.5, steps_S[-1] + 0.5, len(run.names) - 0.5, -0.5))
+    ax.set_yticks(range(len(run.names)), run.names, fontsize=8)
+    ax.set(xlabel="step", title="Aioli: column sums of A (how much training on each domain helps all)")
+    fig.colorbar(im, ax=ax, label="Σ_i A[i, j]")
+    return fig
+
+
+PLOTS = {"weights.png": weights_figure, "domain_loss.png": losses_figure,
+         "scaling_law.png": scaling_law_figure, "aioli_a.png": aioli_figure}
+
+
+def plot_run(run_dir, out_dir=None) -> list[Path]:
+    """Writes every plot the run has data for into ``out_dir`` (default ``run_dir/plots``); returns the paths."""
+    run = load_run(run_dir)
+    if not run.train and not run.evals:
+        raise ValueError(f"{run.path / 'metrics.jsonl'} has no records to plot")
+    out = Path(out_dir) if out_dir is not None else run.path / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {name: fn(run) for name, fn in PLOTS.items()}  # each None when the run lacks its data
+    return [_save(fig, out / name) for name, fig in figures.items() if fig is not None]
