@@ -1,13 +1,17 @@
 """Checkpoints of the whole TrainState with orbax: exact resume, onto any mesh.
 
-Layout: ``RUN_DIR/checkpoints/<step>/{state, config}``. Orbax writes each checkpoint into a
-temporary directory and renames it only once complete, so a save killed midway is never listed
-as the latest. The state is stored as a flat dict keyed by each array's pytree path, which keeps
+Layout: ``RUN_DIR/checkpoints/<step>/{state, config, checksums.json}``. Orbax writes each
+checkpoint into a temporary directory and renames it only once complete, so a save killed midway
+is never listed as the latest. Orbax keeps no checksum of array bytes, so on local disks we add
+``checksums.json`` (sha256 of every file) after a save and verify it before a restore: a
+corrupted checkpoint is an error naming the file, never silently wrong weights. The state is stored as a flat dict keyed by each array's pytree path, which keeps
 the files readable and makes a structure mismatch an error naming the missing array.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 
@@ -15,6 +19,9 @@ import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+
+
+CHECKSUMS = "checksums.json"
 
 
 def is_leaf_array(x) -> bool:
@@ -54,11 +61,51 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
+    def _local_step_dir(self, step: int) -> str | None:
+        path = str(self.directory / str(step))
+        return None if "://" in path else path
+
+    def _file_hashes(self, step_dir: str) -> dict:
+        hashes = {}
+        for root, _, files in os.walk(step_dir):
+            for name in files:
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, step_dir)
+                if rel.startswith(CHECKSUMS):
+                    continue
+                digest = hashlib.sha256()
+                with open(full, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                hashes[rel] = digest.hexdigest()
+        return hashes
+
     def save(self, step: int, state, config: dict) -> None:
         """Writes ``state`` (every array) and ``config`` (JSON) as checkpoint ``step``; blocks until done."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(flatten_state(state)), config=ocp.args.JsonSave(config))
         self.manager.save(step, args=args, force=True)
         self.manager.wait_until_finished()
+        step_dir = self._local_step_dir(step)
+        if step_dir and jax.process_index() == 0:
+            hashes = self._file_hashes(step_dir)  # before the .tmp file exists
+            tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(hashes, f)
+            os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
+
+    def verify(self, step: int) -> None:
+        """Raises ValueError naming the first file of checkpoint ``step`` whose bytes changed or vanished."""
+        step_dir = self._local_step_dir(step)
+        if not step_dir or not os.path.exists(os.path.join(step_dir, CHECKSUMS)):
+            return  # object stores (and checkpoints from before checksums) are trusted as is
+        with open(os.path.join(step_dir, CHECKSUMS)) as f:
+            want = json.load(f)
+        have = self._file_hashes(step_dir)
+        for rel, digest in sorted(want.items()):
+            if have.get(rel) != digest:
+                what = "is missing" if rel not in have else "does not match its checksum"
+                raise ValueError(f"checkpoint {step_dir} is corrupted: {rel} {what}; delete that folder to "
+                                 "resume from the previous checkpoint")
 
     def restore(self, abstract_state, shardings, step: int | None = None):
         """Restores checkpoint ``step`` (default: latest) into the structure of ``abstract_state``.
@@ -79,12 +126,14 @@ class Checkpointer:
             raise ValueError(f"{len(flat_shardings)} shardings given for {len(flat_abstract[0])} state arrays")
         target = {_key(p): jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
                   for (p, x), s in zip(flat_abstract[0], flat_shardings)}
+        self.verify(step)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {self.directory / str(step)} does not match this run's state "
-                             f"(different model/mixer config?): {e}") from e
+        except Exception as e:  # orbax/tensorstore raise bare Exceptions for unreadable files
+            raise ValueError(f"checkpoint {self.directory / str(step)} cannot be restored (corrupted, or saved by a "
+                             f"different model/mixer config; delete that folder to resume from the previous "
+                             f"one): {str(e)[:2000]}") from e
         values = [restored.state[k] for k in target]
         state_arrays = jax.tree_util.tree_unflatten(flat_abstract[1], values)
         static = eqx.filter(abstract_state, is_leaf_array, inverse=True)

@@ -200,7 +200,13 @@ def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None
         tree = PRESETS[preset_or_file]
     elif preset_or_file.endswith(".json"):
         with open(preset_or_file) as f:
-            tree = json.load(f)
+            try:
+                tree = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"config file {preset_or_file}: not valid JSON ({e})") from None
+        if not isinstance(tree, dict):
+            raise ValueError(f"config file {preset_or_file}: expected a JSON object of sections, "
+                             f"got {type(tree).__name__}")
     else:
         raise ValueError(f"unknown config {preset_or_file!r}: expected a preset {sorted(PRESETS)} or a .json file")
     for section, values in tree.items():

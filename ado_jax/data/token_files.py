@@ -71,7 +71,12 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     if not side.exists():
         raise FileNotFoundError(f"{path}: sidecar {side.name} is missing (write token files with "
                                 "write_tokens or `ado-jax corpus encode`)")
-    meta = json.loads(side.read_text())
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{side}: sidecar is not valid JSON ({e}); re-encode this domain") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: sidecar must be a JSON object, got {type(meta).__name__}")
     for key in ("dtype", "vocab_size", "count"):
         if key not in meta:
             raise ValueError(f"{side}: sidecar lacks {key!r}")
