@@ -31,12 +31,16 @@ from results_io import save_json
 class AskState(NamedTuple):
     weights: jax.Array
     wants_heldout: jax.Array
+    seen: jax.Array  # [D] last held-out losses: consuming them keeps XLA from dropping the evaluation
 
 
 def asking(always: bool) -> Mixer:
     """Uniform weights; asks for held-out losses on every step (``always``) or never."""
-    return Mixer(lambda d: AskState(jnp.full((d,), 1.0 / d), jnp.asarray(always)),
-                 lambda stats, s: (s.weights, s))
+    def update(stats, s):
+        seen = jnp.where(stats.heldout_valid, stats.heldout_loss, s.seen)
+        return s.weights, s._replace(seen=seen)
+
+    return Mixer(lambda d: AskState(jnp.full((d,), 1.0 / d), jnp.asarray(always), jnp.zeros((d,))), update)
 
 
 def time_steps(cfg, mixer, stream, held, n: int) -> float:
