@@ -58,7 +58,7 @@ def cmd_eval(args) -> int:
     abstract = jax.eval_shape(lambda k: train.init_state(cfg, opt, mixer, stream.init(k), stream.num_domains, k),
                               jax.random.PRNGKey(0))
     state, _ = ckpt.restore(abstract, train.state_shardings(abstract, mesh), step)
-    losses_D = np.asarray(train.make_eval_step(cfg)(state.model, heldout.fixed_batches(args.batches)))
+    losses_D = np.asarray(train.evaluate(state.model, heldout.fixed_batches(args.batches)))
     print(json.dumps({"step": step, "eval_loss": dict(zip(stream.names, losses_D.tolist())),
                       "eval_loss_mean": float(losses_D.mean())}))
     return 0

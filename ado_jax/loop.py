@@ -92,7 +92,6 @@ def run(cfg: Config, run_dir: str) -> dict:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_path, start)
     step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
-    eval_fn = train.make_eval_step(cfg)
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
     mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
 
@@ -126,7 +125,7 @@ def run(cfg: Config, run_dir: str) -> dict:
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.3g}")
             bar.update(1)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-                losses_D = np.asarray(jax.device_get(eval_fn(state.model, eval_batches)))
+                losses_D = np.asarray(jax.device_get(train.evaluate(state.model, eval_batches)))
                 rec = {"step": step, "eval_loss": dict(zip(names, map(float, losses_D))),
                        "eval_loss_mean": float(losses_D.mean())}
                 log.write([rec])

@@ -18,7 +18,7 @@ from ado_jax import tracker
 from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import Config, TrainConfig
 from ado_jax.mixing import wants_heldout
-from ado_jax.mixing.base import Mixer, may_want_heldout
+from ado_jax.mixing.base import Mixer
 from ado_jax.mixing.from_config import mixer_metrics
 from ado_jax.models.llama import Llama, sequence_losses
 from ado_jax.sharding import batch_sharding, tree_shardings
@@ -86,12 +86,10 @@ def state_shardings(abstract_state, mesh):
 
 def create_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array, mesh):
     """Initialises the TrainState directly into its sharded layout (no full copy on one device)."""
+    abstract = eqx.filter_eval_shape(init_state, cfg, optimizer, mixer, stream_state, num_domains, key)
     make = lambda k: eqx.filter(init_state(cfg, optimizer, mixer, stream_state, num_domains, k), eqx.is_array)
-    abstract = jax.eval_shape(make, key)
-    arrays = jax.jit(make, out_shardings=tree_shardings(abstract, mesh))(key)
-    static = eqx.filter(eqx.filter_eval_shape(init_state, cfg, optimizer, mixer, stream_state, num_domains, key),
-                        eqx.is_array, inverse=True)
-    return eqx.combine(arrays, static)
+    arrays = jax.jit(make, out_shardings=state_shardings(abstract, mesh))(key)
+    return eqx.combine(arrays, eqx.filter(abstract, is_leaf_array, inverse=True))
 
 
 def _grads(params, static, batch: dict, grad_accum: int):
@@ -154,9 +152,8 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         model = eqx.combine(optax.apply_updates(params, updates), static)
 
         stats = tracker.domain_stats(loss_B, batch["domain"], num_domains, state.step)
-        want = jnp.asarray(False)
-        if heldout is not None and may_want_heldout(state.mixer_state):  # evaluate only when it asks
-            want = wants_heldout(state.mixer_state)
+        want = wants_heldout(state.mixer_state) if heldout is not None else False
+        if want is not False:  # a mixer that can ask: evaluate under lax.cond only when it does
             held_D = jax.lax.cond(want, lambda: heldout_losses(model, heldout), lambda: jnp.zeros(num_domains))
             stats = stats._replace(heldout_loss=held_D, heldout_valid=want)
         _, mixer_state = mixer.update(stats, state.mixer_state)
@@ -166,7 +163,7 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
                    "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
-                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), "heldout_eval": want.astype(jnp.int32),
+                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), "heldout_eval": jnp.asarray(want, jnp.int32),
                    **mixer_metrics(mixer_state)}
         return new_state, metrics
 
@@ -175,6 +172,5 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
     return lambda state, data, heldout=None: jitted((data, heldout), state)
 
 
-def make_eval_step(cfg: Config):
-    """Jitted per-domain held-out loss: ``eval(model, batches) -> [D]`` over ``[D, n, B, T]`` batches."""
-    return eqx.filter_jit(heldout_losses)
+# Jitted per-domain held-out loss: ``evaluate(model, batches) -> [D]`` over ``[D, n, B, T]`` batches.
+evaluate = eqx.filter_jit(heldout_losses)

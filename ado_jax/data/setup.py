@@ -18,13 +18,13 @@ from ado_jax.data.in_memory import InMemoryDomains
 
 def ensure_corpus(corpus_dir: str):
     """Uses the corpus at ``corpus_dir`` (built-in or ``corpus encode``d); builds the built-in one
-    there (atomically) when the directory holds no corpus yet."""
+    there (atomically) when the directory holds no corpus yet. The token files are checked when
+    they are opened (``open_domains``), so an existing corpus is not re-read here."""
     from pathlib import Path
 
-    from ado_jax.data.corpus import MANIFEST, build_corpus, check_corpus
+    from ado_jax.data.corpus import MANIFEST, build_corpus
 
     if (Path(corpus_dir) / MANIFEST).exists():
-        check_corpus(corpus_dir)
         return Path(corpus_dir)
     return build_corpus(corpus_dir)
 
@@ -37,10 +37,11 @@ def _domain_arrays(cfg, split: str, min_tokens: int) -> dict:
         train, held = split_tokens(builtin_domains(d.max_bytes_per_domain), d.heldout_fraction)
         arrays = train if split == "train" else held
     else:
+        from ado_jax.data.corpus import load_manifest
         from ado_jax.data.token_files import open_domains
 
-        ensure_corpus(d.corpus_dir)
-        arrays = open_domains(d.corpus_dir, split, min_tokens=min_tokens)
+        ensure_corpus(d.corpus_dir)  # the manifest's domain list is what must be there
+        arrays = open_domains(d.corpus_dir, split, load_manifest(d.corpus_dir)["names"], min_tokens=min_tokens)
     if d.domains:
         unknown = sorted(set(d.domains) - set(arrays))
         if unknown:

@@ -47,15 +47,16 @@ from ado_jax.mixing.basic import check_num_domains
 Array = jax.Array
 
 
-def wants_heldout(mixer_state: Any) -> Array:
+def wants_heldout(mixer_state: Any) -> Array | bool:
     """[] bool: whether the next ``update`` of this mixer state needs held-out losses.
 
     Reads a ``wants_heldout`` field; a state without one (e.g. a combinator's) is searched for
-    nested NamedTuple states and their answers are OR-ed. False when nothing asks.
+    nested NamedTuple states and their answers are OR-ed. When no (nested) state has the field,
+    the answer is the Python constant ``False``, so a trainer can skip compiling the evaluation.
     """
     if hasattr(mixer_state, "wants_heldout"):
         return jnp.asarray(mixer_state.wants_heldout, bool)
-    out = jnp.asarray(False)
+    out = False
     children = mixer_state if isinstance(mixer_state, (tuple, list)) else ()
     for child in children:
         if isinstance(child, tuple):

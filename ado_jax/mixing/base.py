@@ -103,15 +103,3 @@ def check_weights(weights, num_domains: int | None = None, name: str = "weights"
         raise ValueError(f"{name} must not be all zero, got {w.tolist()}")
     return (w / w.sum()).astype(np.float32)
 
-
-def may_want_heldout(mixer_state) -> bool:
-    """Python-level (trace-time) check: does any (nested) state have a ``wants_heldout`` field?
-
-    Mixers that need held-out losses (Aioli, held-out DoReMi) expose ``wants_heldout: [] bool``
-    in their state; the trainer compiles the in-step evaluation only for them.
-    """
-    if hasattr(mixer_state, "wants_heldout"):
-        return True
-    if isinstance(mixer_state, (tuple, list)):
-        return any(may_want_heldout(child) for child in mixer_state)
-    return False
