@@ -111,7 +111,10 @@ def objective(params: PowerLaw, n_T, loss_T, mask_T=None, delta: float = 1e-3,
 
     Args:
       params: ``PowerLaw`` of [] scalars.
-      n_T, loss_T: [T] sample counts and observed losses; mask_T: optional [T] bool.
+      n_T: [T] sample counts.
+      loss_T: [T] observed losses.
+      mask_T: optional [T] bool, False drops a point.
+      reduction: ``"mean"`` or ``"sum"`` of the Huber terms.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction={reduction!r}: expected 'mean' or 'sum'")

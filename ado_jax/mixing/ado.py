@@ -115,12 +115,17 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
     Args:
       prior: mu — [D] weights or domain sizes (normalized; natural proportions as in the
         paper), or None for uniform.
-      gamma1: credit EMA coefficient (eq. 2). gamma2: weight of rho vs pibar (eq. 5).
-      s: credit exponent (eq. 2). delta_min: minimum probability (App. C Alg. 2).
-      fit_every, fit_start: refit at steps ``fit_start + k * fit_every`` (paper: every 1000
-        from 5000; the prior is used before the first fit).
-      skip_first, subsample_every, history_len, reduce, smoothing: the fitter's history
-        (``tracker.loss_tracker``; paper: skip 500 steps, every 10th; reference: savgol).
+      gamma1: credit EMA coefficient (eq. 2).
+      gamma2: weight of rho vs pibar (eq. 5).
+      s: credit exponent (eq. 2).
+      delta_min: minimum probability (App. C Alg. 2).
+      fit_every: refit every ``fit_every`` steps (paper: 1000).
+      fit_start: first fit at this step (paper: 5000; the prior is used before it).
+      skip_first: history starts after this many steps (``tracker.loss_tracker``; paper 500).
+      subsample_every: keep every k-th step in the history (paper: 10).
+      history_len: history capacity in points.
+      reduce: ``"sample"`` (paper: one step per history slot) or ``"mean"`` (slot average).
+      smoothing: None (paper) or ``"savgol"`` (the reference's Savitzky–Golay filter).
       credit: "paper" (h = EMA of pi, lambda = h^s), "reference" (h = EMA of the sampled
         fractions ``count / sum(count)``, lambda = h^s, the reference's current code) or
         "reference_v0" (sampled h, lambda = (h (1 - h))^s, the reference's first release).
@@ -133,8 +138,8 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
       fit_kwargs: forwarded to ``scaling_law.fit_power_law`` (solver, grid, maxiter, ...).
 
     Raises:
-      ValueError naming a bad hyperparameter, or at ``init`` a prior whose length is not D or
-      ``delta_min * D > 1``.
+      ValueError: naming a bad hyperparameter, or at ``init`` a prior whose length is not D
+        or ``delta_min * D > 1``.
     """
     g1 = _fraction(gamma1, "gamma1", open_low=True)
     g2 = _fraction(gamma2, "gamma2")

@@ -132,12 +132,17 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
       sweeps: k, sweeps over the D mixtures per LEARNPARAMS (paper 2–4).
       delta: fraction δ of a round spent in LEARNPARAMS (0.128 for m = 2, 0.288 for m = 3,
         0.07 for m = 7); segment length ``floor(δ R / (D k))`` unless ``segment_steps`` is given.
-      eps, one_hot_factor: smoothing of the one-hot mixtures (paper ε = 0.75 / reference f).
-      eta: EGD step size η (0.1–0.3 in the paper). gamma: EMA γ on Ā (None, or 0.1–0.5).
-      normalize_method: ``"shift_sum"`` or ``"none"``. order: ``"shuffle"`` or ``"sweeps"``.
+      eps: smoothing of the one-hot mixtures (paper ε = 0.75).
+      one_hot_factor: the reference's smoothing factor f, used instead of ``eps`` when given.
+      eta: EGD step size η (0.1–0.3 in the paper).
+      gamma: EMA γ on Ā (None, or 0.1–0.5).
+      normalize_method: ``"shift_sum"`` or ``"none"``.
+      order: ``"shuffle"`` or ``"sweeps"``.
       diagonal: AIOLI-DIAGONAL, ``A_ii = β_ii / P_ii`` and no cross terms (App. E.2).
-      init_steps, p_init, init_mixer: Aioli+method — train ``init_steps`` steps on the static
-        ``p_init`` [D] or following ``init_mixer`` (its updates run inside this state).
+      init_steps: Aioli+method — train ``init_steps`` steps first on ``p_init`` or
+        ``init_mixer``.
+      p_init: [D] static mixture of the init phase.
+      init_mixer: a ``Mixer`` followed in the init phase (its updates run inside this state).
       restart_uniform: p^0 = Unif (Alg. 1 line 3, and the reference) or, if False, the mixture
         in use at the end of the init phase.
       seed: seed of the PRNG key for the random interleaved orders.

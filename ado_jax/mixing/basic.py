@@ -57,8 +57,8 @@ def static(weights) -> Mixer:
       weights: [D] non-negative, finite, not all zero; normalized to sum to 1.
 
     Raises:
-      ValueError naming the bad value (negative, non-finite, all zero, wrong shape), here or at
-      ``init`` when ``num_domains != D``.
+      ValueError: naming the bad value (negative, non-finite, all zero, wrong shape), here or
+        at ``init`` when ``num_domains != D``.
     """
     return _fixed(check_weights(weights, name="static weights"), "static weights")
 

@@ -12,6 +12,9 @@ import numpy as np
 from ado_jax.synthetic_train import steps_to_threshold
 
 OUT = os.environ.get("ADO_DIVERSITY_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Figures go beside the docs that show them (the docs site only serves files under docs/).
+FIG_OUT = (os.environ.get("ADO_DIVERSITY_OUT")
+           or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "figures", "diversity"))
 
 
 def _atomic_write(path: str, write) -> None:
@@ -37,7 +40,7 @@ def summarize(steps, curves: dict, metric: str, threshold: float, below: bool) -
 
 def save(name: str, title: str, steps, curves: dict, metric: str, threshold: float,
          below: bool = True, logy: bool = False, hlines: dict | None = None, meta: dict | None = None):
-    """Writes ``results/<name>.json`` and ``results/<name>.png`` (mean ± std over seeds)."""
+    """Writes ``results/<name>.json`` and ``docs/figures/diversity/<name>.png`` (mean ± std over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +67,8 @@ def save(name: str, title: str, steps, curves: dict, metric: str, threshold: flo
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(os.path.join(OUT, name + ".png"), lambda p: fig.savefig(p, dpi=110, format="png"))
+    os.makedirs(FIG_OUT, exist_ok=True)
+    _atomic_write(os.path.join(FIG_OUT, name + ".png"), lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
     for label, s in summary.items():
         print(f"{name:28s} {label:24s} steps-to-{metric}{'<=' if below else '>='}{threshold}: "
