@@ -122,7 +122,8 @@ class MixerConfig:
     eta: float = _f(0.2, "aioli/skill_it: exponentiated-gradient step size eta")
     gamma: float = _f(-1.0, "aioli: EMA gamma on the normalized A (-1: none)")
     variant: str = _f("full", "aioli: full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
-    init_steps: int = _f(0, "aioli: steps on the prior (mixer.prior) before the first round (Aioli+method)")
+    init_steps: int = _f(0, "aioli: steps on the prior (mixer.prior) before the first round (Aioli+method); "
+                            "0: one step on uniform, whose held-out loss is round 1's baseline")
     # DoReMi, ODM, Skill-It
     reference_losses: list[float] = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
     doremi_eta: float = _f(1.0, "doremi: exponentiated-gradient step size (Xie et al.: 1)")

@@ -31,20 +31,31 @@ def test_learnparams_schedule_and_heldout_requests():
     used, wants = [], []
     stats = DomainStats.create(jnp.ones(d), jnp.ones(d), 0, heldout_loss=jnp.ones(d))
     update = jax.jit(mixer.update)
-    for _ in range(2 * round_steps):
+    for _ in range(1 + 2 * round_steps):
         used.append(np.asarray(st.weights))
         wants.append(bool(wants_heldout(st)))
         _, st = update(stats, st)
     used = np.asarray(used)
+    np.testing.assert_allclose(used[0], np.full(d, 1 / d), atol=1e-6)  # the one init step: p^0 = Unif
     for rnd in range(2):
-        learn = used[rnd * round_steps: rnd * round_steps + d * k * seg]
+        learn = used[1 + rnd * round_steps: 1 + rnd * round_steps + d * k * seg]
         ids = [int(np.argmax(learn[c * seg])) for c in range(d * k)]
         assert sorted(ids) == sorted(list(range(d)) * k)  # each smoothed one-hot k times
         for c, i in enumerate(ids):
             np.testing.assert_allclose(learn[c * seg: (c + 1) * seg], np.broadcast_to(p_dd[i], (seg, d)), atol=1e-6)
-    want_steps = {s for s in range(2 * round_steps) if s % round_steps < d * k * seg and (s % round_steps + 1) % seg == 0}
-    want_steps.add(round_steps - 1)  # the step before round 2 gives the baseline for its first segment
+    want_steps = {1 + s for s in range(2 * round_steps) if s % round_steps < d * k * seg and (s % round_steps + 1) % seg == 0}
+    want_steps |= {0, round_steps}  # the step before each round gives the baseline of its first segment
     assert {s for s, w in enumerate(wants) if w} == want_steps
+
+
+def test_one_sweep_rounds_all_count_thanks_to_the_init_step():
+    # With sweeps=1 every mixture has one segment; round 1's first segment needs the held-out loss
+    # before it, which only the default init step provides. init_steps=0 loses round 1 (documented).
+    kw = dict(rounds=3, sweeps=1, delta=0.3)
+    default = run(aioli(600, **kw), ENV, 600, jax.random.PRNGKey(0)).mixer_state
+    no_init = run(aioli(600, init_steps=0, **kw), ENV, 600, jax.random.PRNGKey(0)).mixer_state
+    assert int(default.rounds_done) == 3 and int(no_init.rounds_done) == 2
+    np.testing.assert_allclose(np.asarray(default.a_raw), np.asarray(A), atol=2e-5)
 
 
 def test_aioli_beats_stratified_when_best_mixture_is_not_uniform():

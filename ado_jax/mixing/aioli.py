@@ -121,7 +121,7 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
           sweeps: int = 4, delta: float = 0.128, segment_steps: int | None = None,
           eps: float = 0.75, one_hot_factor: float | None = None, eta: float = 0.2,
           gamma: float | None = None, normalize_method: str = "shift_sum", order: str = "shuffle",
-          diagonal: bool = False, static: bool = False, init_steps: int = 0, p_init=None,
+          diagonal: bool = False, static: bool = False, init_steps: int | None = None, p_init=None,
           init_mixer: Mixer | None = None, restart_uniform: bool = True, seed: int = 0) -> Mixer:
     """The Aioli mixer (Alg. 1–2). Defaults: the paper's m = 2 values (Table 13).
 
@@ -140,7 +140,10 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
       order: ``"shuffle"`` or ``"sweeps"``.
       diagonal: AIOLI-DIAGONAL, ``A_ii = β_ii / P_ii`` and no cross terms (App. E.2).
       init_steps: Aioli+method — train ``init_steps`` steps first on ``p_init`` or
-        ``init_mixer``.
+        ``init_mixer``. None (default) is one step on ``p_init`` (uniform if not given): the
+        held-out loss after it is the baseline L^0 of round 1's first segment, which the train
+        step cannot measure before step 0. With 0, that segment is unmeasured and, when
+        ``sweeps=1``, round 1 is discarded (its A misses a column).
       p_init: [D] static mixture of the init phase.
       init_mixer: a ``Mixer`` followed in the init phase (its updates run inside this state).
       restart_uniform: p^0 = Unif (Alg. 1 line 3, and the reference) or, if False, the mixture
@@ -151,7 +154,7 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
         rounds = 1
     rounds = int(_check(rounds, "rounds", 1))
     sweeps = int(_check(sweeps, "sweeps", 1))
-    init_steps = int(_check(init_steps, "init_steps", 0))
+    init_steps = 1 if init_steps is None else int(_check(init_steps, "init_steps", 0))
     _check(delta, "delta", 0.0, 1.0, lo_open=True)
     _check(eps, "eps", 0.0, 1.0)
     _check(eta, "eta", 0.0)

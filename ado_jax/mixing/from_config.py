@@ -48,7 +48,7 @@ def build_mixer(mcfg, sizes_D, total_steps: int | None = None, seed: int = 0) ->
         return mixing.aioli(total_steps, rounds=mcfg.rounds, sweeps=mcfg.sweeps, delta=mcfg.delta,
                             eps=mcfg.aioli_eps, eta=mcfg.eta, gamma=None if mcfg.gamma < 0 else mcfg.gamma,
                             static=mcfg.variant == "static", diagonal=mcfg.variant == "diagonal",
-                            init_steps=mcfg.init_steps, p_init=prior if mcfg.init_steps else None,
+                            init_steps=mcfg.init_steps or None, p_init=prior if mcfg.init_steps else None,
                             seed=seed)
     if mcfg.name == "doremi":
         if len(mcfg.reference_losses) != sizes_D.size:

@@ -33,11 +33,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed values (one run each)")
     p.add_argument("--steps", type=int, default=200, help="steps per run (decay_steps follows)")
+    p.add_argument("--mixers", nargs="+", default=MIXERS, choices=MIXERS,
+                   help="mixers to (re)run; the others' results already in results.json are kept")
     p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories go")
     args = p.parse_args()
     results = {}
     for seed in args.seeds:
-        for mixer in MIXERS:
+        for mixer in args.mixers:
             run_dir = os.path.join(args.runs, f"{mixer}_s{seed}")
             sets = [f"train.seed={seed}", f"train.steps={args.steps}", f"train.decay_steps={args.steps}",
                     "train.progress=false", *ROUND_SETTINGS.get(mixer, [])]
