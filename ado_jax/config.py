@@ -284,8 +284,18 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                              f"is not divisible by the batch axes data*fsdp={data * fsdp}")
 
 
-def describe() -> str:
-    """Every config field with its type, default and help, for ``ado-jax train --help``."""
+def describe(markdown: bool = False) -> str:
+    """Every config field with its type, default and help: text for ``ado-jax train --help``, or
+    with ``markdown=True`` one table per section (``docs/config.md`` embeds it; a test keeps it current)."""
+    if markdown:
+        lines = []
+        for section in dataclasses.fields(Config):
+            sub = section.default_factory()
+            lines += [f"## `{section.name}`", "", str(type(sub).__doc__), "", "| field | default | meaning |", "|---|---|---|"]
+            lines += [f"| `{section.name}.{f.name}` | `{getattr(sub, f.name)!r}` | "
+                      f"{f.metadata.get('help', '').replace('|', '&#124;')} |" for f in dataclasses.fields(sub)]
+            lines.append("")
+        return "\n".join(lines)
     lines = ["config fields (set with --set section.field=value):"]
     for section in dataclasses.fields(Config):
         sub = section.default_factory()

@@ -44,3 +44,10 @@ def test_every_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert {p for p in pages if p not in nav} == set()
+
+
+def test_config_reference_is_current():
+    from ado_jax.config import describe
+
+    assert describe(markdown=True) in (DOCS / "config.md").read_text(), (
+        "docs/config.md is stale: replace its tables with ado_jax.config.describe(markdown=True)")
