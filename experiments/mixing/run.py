@@ -1,11 +1,14 @@
 """Mixers compared on the built-in corpus: the `demo` model, same token budget, one run each.
 
-    python experiments/mixing/run.py [--seeds 0] [--steps 200]
+    python experiments/mixing/run.py [--seeds 0 1 2] [--mixers aioli ...] [--steps 200]
 
-Trains natural, balanced, ADO, Aioli, DoReMi (reference = the balanced run's final per-domain
-held-out losses) and ODM with `ado-jax train --config demo`, then writes
-experiments/mixing/results.json and the markdown table of docs/results.md's numbers.
-Round-based mixers get rounds that fit the short budget (see ROUND_SETTINGS).
+Trains natural, balanced, ADO, Aioli, DoReMi (reference = the same seed's balanced run's final
+per-domain held-out losses) and ODM with `ado-jax train --config demo`, merges the runs into
+experiments/mixing/results.json (runs already there at the same budget are kept, so seeds and
+mixers can be run a few at a time; the file is rewritten atomically after every run), prints two
+markdown tables — one row per run, and mean ± sample std over seeds per mixer — and draws
+docs/figures/mixing_vs_balanced.png. Round-based mixers get rounds that fit the short budget
+(ROUND_SETTINGS).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+FIGURE = os.path.join(HERE, "..", "..", "docs", "figures", "mixing_vs_balanced.png")
 # 200 steps cannot hold Aioli's 20 rounds of LearnParams over 8 domains; 2 rounds of 100 steps
 # with one sweep and delta 0.32 give 4-step segments (paper: T=20, k=4, delta=0.128).
 ROUND_SETTINGS = {"aioli": ["mixer.rounds=2", "mixer.sweeps=1", "mixer.delta=0.32"]}
@@ -37,7 +42,12 @@ def main() -> None:
                    help="mixers to (re)run; the others' results already in results.json are kept")
     p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories go")
     args = p.parse_args()
+    out = os.path.join(HERE, "results.json")
     results = {}
+    if os.path.exists(out):
+        prev = json.load(open(out))
+        if prev["steps"] == args.steps:  # runs at another budget are not comparable: start over
+            results = prev["runs"]
     for seed in args.seeds:
         for mixer in args.mixers:
             run_dir = os.path.join(args.runs, f"{mixer}_s{seed}")
@@ -51,15 +61,72 @@ def main() -> None:
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
             results[f"{mixer}_s{seed}"] = {"mixer": mixer, "seed": seed, **final_eval(run_dir)}
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"steps": args.steps, "tokens_per_run": args.steps * 32 * 128, "runs": results}, f, indent=1)
+            with open(out + ".tmp", "w") as f:  # after every run, atomically: a crash keeps the rest
+                json.dump({"steps": args.steps, "tokens_per_run": args.steps * 32 * 128, "runs": results},
+                          f, indent=1)
+            os.replace(out + ".tmp", out)
+    print_tables(results)
+    plot_vs_balanced(results, FIGURE)
+
+
+def print_tables(results: dict) -> None:
+    """Print the per-run table and the per-mixer mean ± std (over seeds) table, in markdown."""
     names = list(next(iter(results.values()))["eval_loss"])
     print("| mixer | seed | " + " | ".join(names) + " | mean loss | ppl(mean) |")
     print("|---" * (len(names) + 4) + "|")
-    for r in results.values():
+    for r in sorted(results.values(), key=lambda r: (MIXERS.index(r["mixer"]), r["seed"])):
         cells = " | ".join(f"{r['eval_loss'][n]:.3f}" for n in names)
         print(f"| {r['mixer']} | {r['seed']} | {cells} | {r['eval_loss_mean']:.3f} | "
               f"{math.exp(r['eval_loss_mean']):.2f} |")
+    print("\n| mixer | seeds | " + " | ".join(names) + " | mean loss ± std | ppl |")
+    print("|---" * (len(names) + 4) + "|")
+    for mixer in MIXERS:
+        rs = [r for r in results.values() if r["mixer"] == mixer]
+        if not rs:
+            continue
+        means = [r["eval_loss_mean"] for r in rs]
+        spread = f" ± {statistics.stdev(means):.3f}" if len(rs) > 1 else ""
+        cells = " | ".join(f"{statistics.mean(r['eval_loss'][n] for r in rs):.3f}" for n in names)
+        print(f"| {mixer} | {len(rs)} | {cells} | {statistics.mean(means):.3f}{spread} | "
+              f"{math.exp(statistics.mean(means)):.2f} |")
+
+
+def plot_vs_balanced(results: dict, path: str) -> None:
+    """Bar chart: each mixer's held-out loss minus the same seed's balanced loss, per domain and
+    on the mean; a bar is the mean over seeds, its whisker the min..max seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(next(iter(results.values()))["eval_loss"])
+    cols = names + ["mean"]
+    seeds = sorted(r["seed"] for r in results.values() if r["mixer"] == "balanced")
+    others = [m for m in MIXERS if m != "balanced" and all(f"{m}_s{s}" in results for s in seeds)]
+
+    def row(r):
+        return np.array([r["eval_loss"][n] for n in names] + [r["eval_loss_mean"]])
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(others)
+    x = np.arange(len(cols))
+    for i, m in enumerate(others):
+        diff_SC = np.stack([row(results[f"{m}_s{s}"]) - row(results[f"balanced_s{s}"]) for s in seeds])
+        mid_C = diff_SC.mean(0)
+        ax.bar(x + (i - (len(others) - 1) / 2) * width, mid_C, width, label=m,
+               yerr=[mid_C - diff_SC.min(0), diff_SC.max(0) - mid_C], capsize=2)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, cols, rotation=20)
+    ax.set_ylabel("held-out loss − balanced (nats)")
+    ax.set_title(f"Mixers vs balanced, demo model on the built-in corpus, {len(seeds)} seed(s): "
+                 "bar = mean, whisker = min..max seed; below 0 is better", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(others))
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
+    plt.close(fig)
+    print("wrote", path)
 
 
 if __name__ == "__main__":
