@@ -3,7 +3,7 @@
     python experiments/mixing/run.py [--seeds 0 1 2] [--mixers aioli ...] [--steps 200]
 
 Trains natural, balanced, ADO, Aioli, DoReMi (reference = the same seed's balanced run's final
-per-domain held-out losses) and ODM with `ado-jax train --config demo`, merges the runs into
+per-domain held-out losses; η = 1 as in Xie et al., and η = 0.01 as tuned in the Aioli paper) and ODM with `ado-jax train --config demo`, merges the runs into
 experiments/mixing/results.json (runs already there at the same budget are kept, so seeds and
 mixers can be run a few at a time; the file is rewritten atomically after every run), prints two
 markdown tables — one row per run, and mean ± sample std over seeds per mixer — and draws
@@ -26,7 +26,9 @@ FIGURE = os.path.join(HERE, "..", "..", "docs", "figures", "mixing_vs_balanced.p
 # 200 steps cannot hold Aioli's 20 rounds of LearnParams over 8 domains; 2 rounds of 100 steps
 # with one sweep and delta 0.32 give 4-step segments (paper: T=20, k=4, delta=0.128).
 ROUND_SETTINGS = {"aioli": ["mixer.rounds=2", "mixer.sweeps=1", "mixer.delta=0.32"]}
-MIXERS = ["natural", "balanced", "ado", "aioli", "doremi", "odm"]
+# Labels of the runs, in table order; a variant is (CLI mixer, extra settings).
+MIXERS = ["natural", "balanced", "ado", "aioli", "doremi", "doremi_eta0.01", "odm"]
+VARIANTS = {"doremi_eta0.01": ("doremi", ["mixer.doremi_eta=0.01"])}  # the Aioli paper's tuned η
 
 
 def final_eval(run_dir: str) -> dict:
@@ -38,7 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed values (one run each)")
     p.add_argument("--steps", type=int, default=200, help="steps per run (decay_steps follows)")
-    p.add_argument("--mixers", nargs="+", default=MIXERS, choices=MIXERS,
+    p.add_argument("--mixers", nargs="+", default=MIXERS, choices=MIXERS, metavar="MIXER",
                    help="mixers to (re)run; the others' results already in results.json are kept")
     p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories go")
     args = p.parse_args()
@@ -51,12 +53,13 @@ def main() -> None:
     for seed in args.seeds:
         for mixer in args.mixers:
             run_dir = os.path.join(args.runs, f"{mixer}_s{seed}")
+            cli_mixer, extra = VARIANTS.get(mixer, (mixer, []))
             sets = [f"train.seed={seed}", f"train.steps={args.steps}", f"train.decay_steps={args.steps}",
-                    "train.progress=false", *ROUND_SETTINGS.get(mixer, [])]
-            if mixer == "doremi":
+                    "train.progress=false", *ROUND_SETTINGS.get(mixer, []), *extra]
+            if cli_mixer == "doremi":
                 ref = final_eval(os.path.join(args.runs, f"balanced_s{seed}"))["eval_loss"]
                 sets.append("mixer.reference_losses=" + json.dumps(list(ref.values())))
-            cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "demo", "--mixer", mixer,
+            cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "demo", "--mixer", cli_mixer,
                    "--run-dir", run_dir] + sum([["--set", s] for s in sets], [])
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
