@@ -89,7 +89,10 @@ def losses_figure(run: Run):
 def fit_events(alpha_S: np.ndarray, beta_S: np.ndarray, eps_S: np.ndarray) -> list[int]:
     """Indices of the records at which one domain's fitted law changed (a new online fit).
 
-    Args: the domain's logged ``fit_alpha``, ``fit_beta``, ``fit_eps``: [S] (NaN before its first fit).
+    Args:
+      alpha_S: the domain's logged ``fit_alpha``, [S] (NaN before its first fit).
+      beta_S: its ``fit_beta``, [S].
+      eps_S: its ``fit_eps``, [S].
     """
     p_S3 = np.stack([alpha_S, beta_S, eps_S], axis=1)
     ok_S = np.all(np.isfinite(p_S3), axis=1)

@@ -183,6 +183,7 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
         minimum: LM crawls along it and the grid's best starts all lie on one side.
       alpha_scan: number of alphas in the scan, the midpoints of ``alpha_scan`` equal
         cells of [0, 0.8].
+
     Returns:
       ``(PowerLaw [D] each, objective_D [D])``. A domain with no valid point gets NaN
       parameters and objective (``keep_finite`` then keeps the previous fit).
@@ -256,7 +257,14 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
 def keep_finite(new: PowerLaw, new_obj_D, prev: PowerLaw, prev_obj_D):
     """Per domain, keeps ``prev`` where the new fit or its objective is not finite.
 
-    Args: PowerLaws and objectives of [D] (or []) each. Returns ``(PowerLaw, objective_D)``.
+    Args:
+      new: ``PowerLaw`` of [D] (or []) — the new fit.
+      new_obj_D: [D] its objective.
+      prev: ``PowerLaw`` of [D] — the fit to keep where the new one is not finite.
+      prev_obj_D: [D] its objective.
+
+    Returns:
+      ``(PowerLaw, objective_D)``, merged per domain.
     """
     ok_D = jnp.isfinite(new_obj_D)
     for p in new:

@@ -60,6 +60,7 @@ def lbfgs_optax(f: Callable[[Array], Array], theta0_3: Array, maxiter: int,
     Args:
       f: ``[3] -> []`` objective.
       theta0_3: [3] start.
+
     Returns:
       [3] the best iterate seen.
     """

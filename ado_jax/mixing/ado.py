@@ -82,8 +82,13 @@ def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None
     """Merges a new fit into ``state`` (keeps the old fit per domain where the new is not finite).
 
     Used inside ``update`` and by ``ado_async.HostFitter`` to feed host-side fits back.
-    Args: ``params``: PowerLaw of [D]; ``objective_D``: [D]; ``min_points_ok_D``: optional [D]
-    bool — domains with too little data, whose new fit is rejected.
+
+    Args:
+      state: the ADO state to update.
+      params: ``PowerLaw`` of [D] — the new fit.
+      objective_D: [D] its fit objective (non-finite: the domain keeps its old fit).
+      min_points_ok_D: optional [D] bool — False for domains with too little data, whose new
+        fit is rejected.
     """
     obj_D = jnp.asarray(objective_D, jnp.float32)
     if min_points_ok_D is not None:

@@ -23,6 +23,7 @@ def clip_min_probability(p_D: jax.Array, min_prob: float) -> jax.Array:
     Args:
       p_D: [D] probabilities (projected with ``normalize`` first, so NaN/inf are safe).
       min_prob: delta_min in [0, 1].
+
     Returns:
       [D] float32 on the simplex.
     """
@@ -41,6 +42,7 @@ def credit(h_D: jax.Array, s: float, variant: str) -> jax.Array:
       s: smoothing exponent (paper: 0.5).
       variant: "paper" / "reference": ``h^s`` (the reference's current code, commit bc3d8d0);
         "reference_v0": ``(h (1 - h))^s`` (the reference's first release, later reverted).
+
     Returns:
       [D] float32, >= 0.
     """
@@ -62,6 +64,7 @@ def preference(params, n, mu_D: jax.Array, lambda_D: jax.Array,
       n: [] total sequences seen so far (all domains).
       mu_D: [D] prior. lambda_D: [D] credit.
       alpha_floor: if set, ``alpha <- max(alpha, alpha_floor)`` (the reference uses 0.05).
+
     Returns:
       [D] float32 on the simplex (uniform if every score is 0 or non-finite).
     """

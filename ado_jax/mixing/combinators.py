@@ -31,6 +31,7 @@ def floor_probability(p_D: jax.Array, min_prob: float) -> jax.Array:
     Args:
       p_D: [D] scores; projected with ``normalize`` first.
       min_prob: the floor, with ``min_prob * D <= 1`` (at equality the result is uniform).
+
     Returns:
       [D] float32 weights on the simplex.
     """

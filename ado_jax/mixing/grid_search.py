@@ -67,8 +67,9 @@ def grid_search(evaluate: Callable, num_domains: int | None = None, *, resolutio
       num_domains: D, for the regular grid (ignored when ``points`` is given).
       resolution: grid step ``1 / resolution``.
       points: [N, D] mixtures to try instead of the grid (rows normalized to sum 1).
+
     Raises:
-      ValueError if no point has a finite score, or the points are not valid mixtures.
+      ValueError: if no point has a finite score, or the points are not valid mixtures.
     """
     if points is None:
         if num_domains is None:
