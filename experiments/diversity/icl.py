@@ -15,7 +15,6 @@ import argparse
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
