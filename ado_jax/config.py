@@ -226,7 +226,11 @@ def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None
 
 def validate(cfg: Config, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first inconsistent or out-of-range field."""
+    from ado_jax.mixing.from_config import MIXERS  # (the mixer's hyperparameters: build_mixer)
+
     m, t, mesh = cfg.model, cfg.train, cfg.mesh
+    if cfg.mixer.name not in MIXERS:
+        raise ValueError(f"mixer.name={cfg.mixer.name!r}: expected one of {', '.join(MIXERS)}")
     positive = {"model.d_model": m.d_model, "model.n_layers": m.n_layers,
                 "model.n_heads": m.n_heads, "model.n_kv_heads": m.n_kv_heads, "train.steps": t.steps,
                 "train.batch_size": t.batch_size, "train.seq_len": t.seq_len, "train.grad_accum": t.grad_accum,

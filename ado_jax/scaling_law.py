@@ -174,7 +174,10 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
         The Huber delta of 1e-3 makes the objective nearly piecewise linear in the log
         residuals; L-BFGS handles that poorly, and on benchmarks/fit_bench.py "lm" reaches a
         lower objective than "lbfgs" (+ the same LM steps) in a fraction of the time.
-      maxiter: L-BFGS iterations (ignored by "lm"). lm_steps: LM steps (0 to skip for L-BFGS).
+      maxiter: L-BFGS iterations (ignored by "lm").
+      refine_top_k: starts refined per domain (None: every grid start, as the reference).
+      lm_steps: LM steps (0 to skip for L-BFGS).
+      delta: the Huber threshold (paper: 1e-3).
       grid: "paper", "reference" or a [G, 3] array of (log_eps, log_beta, alpha) starts.
       grid_sharding: optional ``NamedSharding`` for a [G, 3] array (e.g. ``P("x", None)``);
         its mesh axis on dim 0 shards the start axis of every stage.

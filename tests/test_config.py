@@ -29,6 +29,7 @@ def test_overrides_are_typed():
     ("model.remat=some", "model.remat='some'"),
     ("train.seq_len=5000", "exceeds model.max_seq_len"),
     ("train.steps", "expected key=value"),
+    ("mixer.name=adoo", "mixer.name='adoo': expected one of static, natural"),
 ])
 def test_bad_values_name_the_field(override, match):
     if match is None:  # valid on its own; the batch axis check needs the device count

@@ -73,7 +73,8 @@ def skill_it(graph, total_steps: int | None = None, *, rounds: int = 10, round_s
         from ``skills_graph``; must be finite.
       total_steps: train steps S, split into ``rounds`` rounds (or give ``round_steps``).
       rounds: T; after T rounds the last mixture is kept.
-      eta: η. window: w rounds of losses in the exponent (None: all, = Aioli's EGD form).
+      eta: η.
+      window: w rounds of losses in the exponent (None: all, = Aioli's EGD form).
       p_init: [D] p^0 (default uniform).
     """
     g_DD = np.asarray(graph, np.float32)
