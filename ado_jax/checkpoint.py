@@ -59,6 +59,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        """Steps of the complete checkpoints in the directory, oldest first."""
         return sorted(self.manager.all_steps())
 
     def _local_step_dir(self, step: int) -> str | None:
@@ -140,4 +141,5 @@ class Checkpointer:
         return eqx.combine(state_arrays, static), restored.config
 
     def close(self) -> None:
+        """Waits for pending saves and releases the checkpoint manager."""
         self.manager.close()

@@ -26,6 +26,7 @@ def _load(args) -> "object":
 
 
 def cmd_train(args) -> int:
+    """``ado-jax train``: trains (or resumes) the run in ``--run-dir``; returns the exit code."""
     from ado_jax import sharding
 
     sharding.maybe_initialize_distributed()  # before anything touches the XLA backend
@@ -82,6 +83,7 @@ def cmd_compare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare."""
     parser = argparse.ArgumentParser(prog="ado-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ado-jax``; ``argv`` defaults to ``sys.argv[1:]``. Returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and any(a == "--task" or a.startswith("--task=") for a in argv):
         # The synthetic tasks of paper 000 have their own trainer (vmap over seeds, scan over steps).

@@ -145,6 +145,7 @@ class Config:
     mixer: MixerConfig = field(default_factory=MixerConfig)
 
     def to_dict(self) -> dict:
+        """The config as nested plain dicts (what ``config.json`` in a run directory holds)."""
         return dataclasses.asdict(self)
 
 

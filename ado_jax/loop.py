@@ -40,6 +40,7 @@ class MetricsLog:
         tmp.replace(self.path)
 
     def write(self, records: list[dict]) -> None:
+        """Appends ``records`` as JSON lines (rewrites the file on gs://; no-op off process 0)."""
         if not self.enabled or not records:
             return
         new = [json.dumps(r) + "\n" for r in records]

@@ -51,3 +51,28 @@ def test_config_reference_is_current():
 
     assert describe(markdown=True) in (DOCS / "config.md").read_text(), (
         "docs/config.md is stale: replace its tables with ado_jax.config.describe(markdown=True)")
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import ado_jax
+
+    missing = []
+    for info in pkgutil.walk_packages(ado_jax.__path__, "ado_jax."):
+        mod = importlib.import_module(info.name)
+        if not (mod.__doc__ or "").strip():
+            missing.append(info.name)
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            if not (obj.__doc__ or "").strip():
+                missing.append(f"{info.name}.{name}")
+            if inspect.isclass(obj):
+                missing += [f"{info.name}.{name}.{k}" for k, v in vars(obj).items()
+                            if not k.startswith("_") and inspect.isfunction(v) and not (v.__doc__ or "").strip()]
+    assert missing == [], "public names without a docstring"

@@ -17,6 +17,7 @@ from ado_jax.data.corpus_domains import DOMAINS
 
 
 def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags of ``ado-jax corpus build`` to ``p``; returns ``p``."""
     p.add_argument("--out", default=None, help="corpus directory (default: $ADO_JAX_DATA/corpus or ./data/corpus)")
     p.add_argument("--domains", default=None,
                    help=f"comma-separated subset of {','.join(sorted(DOMAINS))} (default: all)")
@@ -33,6 +34,7 @@ def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_encode_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags of ``ado-jax corpus encode`` to ``p``; returns ``p``."""
     p.add_argument("text_dir", help="directory with one subdirectory of text files per domain")
     p.add_argument("--out", required=True, help="output corpus directory (must not exist)")
     p.add_argument("--tokenizer", default="byte",

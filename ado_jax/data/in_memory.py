@@ -69,6 +69,7 @@ class InMemoryDomains(eqx.Module):
         return np.asarray(self.lengths)
 
     def init(self, key: Array) -> StreamState:
+        """The stream state: just the PRNG key ``[2]`` uint32 (or a typed key) batches are drawn with."""
         return StreamState(key=key)
 
     def windows(self, domain_B: Array, offset_B: Array) -> dict:

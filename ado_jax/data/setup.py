@@ -96,6 +96,7 @@ class HostLoader:
         self.prefetcher = Prefetcher.restore(self.source, jax.device_get(stream_state))
 
     def state(self) -> PrefetchState:
+        """The loader's position (seed, step, pending weights ``[k, D]``) as arrays, to checkpoint."""
         s = self.prefetcher.state
         return PrefetchState(jnp.int32(s.seed), jnp.int32(s.step), jnp.asarray(s.pending_weights))
 
@@ -107,5 +108,6 @@ class HostLoader:
         return self._global({k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}, self.mesh)
 
     def close(self) -> None:
+        """Stops the prefetch thread, if any."""
         if self.prefetcher is not None:
             self.prefetcher.close()

@@ -129,6 +129,7 @@ class TfdsDomain:
         return len(self._ds)
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Token arrays of records ``indices`` (each [n_i]), from the TFDS split."""
         out = []
         for i in indices:
             text = self._ds[int(i)][self.feature]

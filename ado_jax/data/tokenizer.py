@@ -69,6 +69,7 @@ class ByteTokenizer:
         return "\n".join(out)
 
     def to_config(self) -> dict:
+        """What ``tokenizer.json`` records to rebuild this tokenizer."""
         return {"kind": self.kind, "vocab_size": self.vocab_size, "eos_id": self.eos_id, "add_eos": self.add_eos}
 
 
@@ -128,12 +129,14 @@ class BPETokenizer:
         return self._tok.decode(ids.tolist(), skip_special_tokens=True)
 
     def save(self, path: str | os.PathLike) -> None:
+        """Writes the BPE model to ``path`` atomically (temporary file, then rename)."""
         path = Path(path)
         tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
         self._tok.save(str(tmp))
         os.replace(tmp, path)
 
     def to_config(self) -> dict:
+        """What ``tokenizer.json`` records to rebuild this tokenizer (the BPE model is in ``bpe.json``)."""
         return {"kind": self.kind, "vocab_size": self.vocab_size, "eos_id": self.eos_id, "file": BPE_FILE}
 
 

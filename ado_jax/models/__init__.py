@@ -1,0 +1,1 @@
+"""Models: the Llama transformer and the small models of the synthetic tasks."""
