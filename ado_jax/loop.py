@@ -34,6 +34,16 @@ class MetricsLog:
             self.lines = [ln + "\n" for ln in kept]
             self._write_all()
 
+    def last_matrices(self) -> dict:
+        """The last written value of every [D, D] metric (``{row: {col: v}}``) as an array, so a
+        resumed run writes a matrix exactly when the uninterrupted run would have."""
+        out = {}
+        for ln in self.lines:
+            for k, v in json.loads(ln).items():
+                if isinstance(v, dict) and v and isinstance(next(iter(v.values())), dict):
+                    out[k] = np.array([list(row.values()) for row in v.values()], np.float32)
+        return out
+
     def _write_all(self) -> None:
         tmp = self.path.parent / (self.path.name + ".tmp")
         tmp.write_text("".join(self.lines))
@@ -52,13 +62,21 @@ class MetricsLog:
                 f.writelines(new)
 
 
-def _to_records(pending: list[tuple[int, dict]], names: tuple) -> list[dict]:
+def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) -> list[dict]:
+    """Host records: [D] metrics become ``{domain: value}``; [D, D] ones ``{row: {col: value}}``,
+    written only when they differ from the last written (``last_2d``, updated here): a matrix
+    that changes once a round would otherwise fill the log with copies."""
     out = []
     for step, metrics in jax.device_get(pending):
         rec = {"step": step}
         for k, v in metrics.items():
             v = np.asarray(v)
-            rec[k] = dict(zip(names, map(float, v))) if v.ndim == 1 else v.item()
+            if v.ndim == 2:
+                if k not in last_2d or not np.array_equal(last_2d[k], v):
+                    last_2d[k] = v
+                    rec[k] = {r: dict(zip(names, map(float, row))) for r, row in zip(names, v)}
+            else:
+                rec[k] = dict(zip(names, map(float, v))) if v.ndim == 1 else v.item()
         out.append(rec)
     return out
 
@@ -92,6 +110,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     if jax.process_index() == 0:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_path, start)
+    last_2d = log.last_matrices()  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
     mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
@@ -117,7 +136,7 @@ def run(cfg: Config, run_dir: str) -> dict:
             step += 1
             pending.append((step, metrics))
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                records = _to_records(pending, names)
+                records = _to_records(pending, names, last_2d)
                 pending, last = [], records[-1]
                 dt = time.perf_counter() - t0
                 t_steps += len(records)
@@ -134,7 +153,7 @@ def run(cfg: Config, run_dir: str) -> dict:
                 save(step, state)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        log.write(_to_records(pending, names))
+        log.write(_to_records(pending, names, last_2d))
         if step > start and ckpt.latest_step() != step:
             save(step, state)
         ckpt.close()

@@ -10,8 +10,9 @@ returns a matplotlib ``Figure``, or None):
   sequences seen (all domains, as in paper 002) with the forecasts ``L(n) = eps + beta n^-alpha``
   of up to three of the online fits (first, middle, last; dashed lines mark when each was fit),
   in the style of paper 002's Fig. 6;
-- ``aioli_a.png`` (Aioli): the column sums of the learned interaction matrix A over steps, as a
-  heatmap (only the column sums are logged: how much training on domain j helps all domains).
+- ``aioli_a.png`` (Aioli): left, the column sums of the normalized interaction matrix Ā over
+  steps (how much training on domain j helps all domains); right, the last estimated A itself
+  (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps.
 
 matplotlib (the ``plot`` extra) is imported only when plotting; figures are drawn with the
 object-oriented API (no pyplot global state) and written atomically (temp file, then rename).
@@ -150,20 +151,46 @@ def scaling_law_figure(run: Run, max_fits: int = 3):
     return fig
 
 
+def last_matrix(records: list, key: str, names: tuple) -> tuple[int, np.ndarray] | None:
+    """The step and value ``[D, D]`` of the last record holding the matrix metric ``key``."""
+    for r in reversed(records):
+        if key in r:
+            return r["step"], np.array([[r[key][i][j] for j in names] for i in names], np.float64)
+    return None
+
+
 def aioli_figure(run: Run):
-    """Heatmap of Aioli's A column sums ``[S, D]`` (domains as rows, steps as columns)."""
+    """Aioli's Ā column sums ``[S, D]`` over steps, and its last estimated ``A [D, D]``."""
     a_SD = per_domain(run.train, "aioli_a_colsum", run.names)
     if a_SD is None or not np.isfinite(a_SD).any():
         return None
+    last = last_matrix(run.train, "aioli_A", run.names)
     steps_S = scalar(run.train, "step")
+    d = len(run.names)
+    fig = _figure(figsize=(14 if last else 8, 0.45 * d + 2.5))
+    axes = fig.subplots(1, 2 if last else 1, gridspec_kw={"width_ratios": [1.6, 1]} if last else None)
+    ax = axes[0] if last else axes
     lim = float(np.nanmax(np.abs(a_SD))) or 1.0
-    fig = _figure(figsize=(8, 0.4 * len(run.names) + 2))
-    ax = fig.add_subplot()
     im = ax.imshow(a_SD.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
-                   extent=(steps_S[0] - 0.5, steps_S[-1] + 0.5, len(run.names) - 0.5, -0.5))
-    ax.set_yticks(range(len(run.names)), run.names, fontsize=8)
-    ax.set(xlabel="step", title="Aioli: column sums of A (how much training on each domain helps all)")
-    fig.colorbar(im, ax=ax, label="Σ_i A[i, j]")
+                   extent=(steps_S[0] - 0.5, steps_S[-1] + 0.5, d - 0.5, -0.5))
+    ax.set_yticks(range(d), run.names, fontsize=8)
+    ax.set(xlabel="step", title="column sums of normalized Ā: how much training on j helps all")
+    fig.colorbar(im, ax=ax, label="Σ_i Ā[i, j]")
+    if last:
+        step, a_DD = last
+        ax = axes[1]
+        lim = float(np.nanmax(np.abs(a_DD))) or 1.0
+        im = ax.imshow(a_DD, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_xticks(range(d), run.names, fontsize=7, rotation=60, ha="right")
+        ax.set_yticks(range(d), run.names, fontsize=7)
+        ax.set(xlabel="trained on (j)", ylabel="held-out loss of (i)", title=f"A estimated by step {step}")
+        if d <= 10:
+            for i in range(d):
+                for j in range(d):
+                    ax.text(j, i, f"{a_DD[i, j]:.2g}", ha="center", va="center", fontsize=6,
+                            color="white" if abs(a_DD[i, j]) > 0.6 * lim else "black")
+        fig.colorbar(im, ax=ax, label="loss drop per step")
+    fig.suptitle("Aioli's interaction matrix A")
     return fig
 
 

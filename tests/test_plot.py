@@ -34,6 +34,8 @@ def _write_run(run_dir, steps=30, mixer="ado", fit_steps=(10, 20), aioli=False, 
                 rec[f"fit_{k}"] = {d: fit[d][i] if fit else math.nan for d in NAMES}
         if aioli:
             rec["aioli_a_colsum"] = {d: (0.0 if step < 10 else 0.1 * (j + 1) * (-1) ** j) for j, d in enumerate(NAMES)}
+            if step in (1, 10, 20):  # the loop writes the [D, D] A only when it changes
+                rec["aioli_A"] = {r: {c: step * (i + 1) + j for j, c in enumerate(NAMES)} for i, r in enumerate(NAMES)}
         lines.append(json.dumps(rec))
         if step in evals:
             losses = {d: 3.0 + j for j, d in enumerate(NAMES)}
@@ -103,6 +105,9 @@ def test_aioli_heatmap_shows_the_logged_column_sums(tmp_path):
     np.testing.assert_allclose(a_DS[:, -1], [0.1, -0.2, 0.3])
     assert np.all(a_DS[:, :9] == 0)
     assert image.norm.vmin == -image.norm.vmax  # diverging scale centred on zero
+    (ax_a,) = [ax for ax in aioli_figure(run).axes if ax.get_title() == "A estimated by step 20"]
+    a_DD = np.asarray(ax_a.images[0].get_array())
+    np.testing.assert_array_equal(a_DD, 20 * np.arange(1, 4)[:, None] + np.arange(3)[None, :])  # last A, row = i
 
 
 def test_compare_table_and_json(tmp_path):
@@ -153,3 +158,22 @@ def test_plot_a_real_ado_run(tmp_path):
     row = summarize(load_run(run))
     assert row["mixer"] == "ado" and row["steps"] == 14 and row["eval_step"] == 14
     assert row["tokens"] == 14 * 16 * 64 and len(row["eval_loss"]) == 4
+
+
+def test_matrix_metrics_are_logged_only_when_they_change_and_survive_resume(tmp_path):
+    from etils import epath
+
+    from ado_jax.loop import MetricsLog, _to_records
+
+    names = ("a", "b")
+    a1, a2 = np.eye(2, dtype=np.float32), np.ones((2, 2), np.float32)
+    pending = [(s, {"loss": np.float32(1.0), "aioli_A": a}) for s, a in [(1, a1), (2, a1), (3, a2), (4, a2)]]
+    last = {}
+    recs = _to_records(pending, names, last)
+    assert [("aioli_A" in r) for r in recs] == [True, False, True, False]
+    assert recs[2]["aioli_A"] == {"a": {"a": 1.0, "b": 1.0}, "b": {"a": 1.0, "b": 1.0}}
+    log = MetricsLog(epath.Path(tmp_path), resume_step=0)
+    log.write(recs)
+    resumed = MetricsLog(epath.Path(tmp_path), resume_step=3).last_matrices()  # as after a restart at 3
+    np.testing.assert_array_equal(resumed["aioli_A"], a2)
+    assert "aioli_A" not in _to_records(pending[3:], names, resumed)[0]  # as the uninterrupted run

@@ -68,10 +68,13 @@ def build_mixer(mcfg, sizes_D, total_steps: int | None = None, seed: int = 0) ->
 
 
 def mixer_metrics(mixer_state) -> dict:
-    """Per-domain quantities worth logging from a mixer's state (each ``[D]``).
+    """Per-domain quantities worth logging from a mixer's state (``[D]``, or ``[D, D]``).
 
     ADO states give each domain's fitted scaling law ``fit_alpha``, ``fit_beta``, ``fit_eps``
-    (NaN before that domain's first fit).
+    (NaN before that domain's first fit). Aioli states give ``aioli_a_colsum`` [D] (column sums
+    of the normalized Ā: how much training on j helps all domains) and ``aioli_A`` [D, D], the
+    last estimated A per train step (row i: held-out domain, column j: trained-on domain; the
+    loop logs a [D, D] metric only when it changes).
     """
     from ado_jax.mixing.ado import AdoState, fitted_values
     from ado_jax.mixing.aioli import AioliState
@@ -79,5 +82,5 @@ def mixer_metrics(mixer_state) -> dict:
     if isinstance(mixer_state, AdoState):
         return {f"fit_{k}": v for k, v in fitted_values(mixer_state).items()}
     if isinstance(mixer_state, AioliState):  # how much training on j helps every domain (A's column sums)
-        return {"aioli_a_colsum": mixer_state.a_bar.sum(axis=0)}
+        return {"aioli_a_colsum": mixer_state.a_bar.sum(axis=0), "aioli_A": mixer_state.a_raw}
     return {}
