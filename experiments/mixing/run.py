@@ -57,7 +57,8 @@ def main() -> None:
             sets = [f"train.seed={seed}", f"train.steps={args.steps}", f"train.decay_steps={args.steps}",
                     "train.progress=false", *ROUND_SETTINGS.get(mixer, []), *extra]
             if cli_mixer == "doremi":
-                ref = final_eval(os.path.join(args.runs, f"balanced_s{seed}"))["eval_loss"]
+                bal = os.path.join(args.runs, f"balanced_s{seed}")  # its run, or its recorded result
+                ref = (final_eval(bal) if os.path.exists(bal) else results[f"balanced_s{seed}"])["eval_loss"]
                 sets.append("mixer.reference_losses=" + json.dumps(list(ref.values())))
             cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "demo", "--mixer", cli_mixer,
                    "--run-dir", run_dir] + sum([["--set", s] for s in sets], [])
