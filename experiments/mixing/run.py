@@ -70,6 +70,7 @@ def main() -> None:
                           f, indent=1)
             os.replace(out + ".tmp", out)
     print_tables(results)
+    print_paired(results)
     plot_vs_balanced(results, FIGURE)
 
 
@@ -93,6 +94,19 @@ def print_tables(results: dict) -> None:
         cells = " | ".join(f"{statistics.mean(r['eval_loss'][n] for r in rs):.3f}" for n in names)
         print(f"| {mixer} | {len(rs)} | {cells} | {statistics.mean(means):.3f}{spread} | "
               f"{math.exp(statistics.mean(means)):.2f} |")
+
+
+def print_paired(results: dict) -> None:
+    """Print each mixer's mean held-out loss minus the same seed's balanced run's, in markdown."""
+    seeds = sorted(r["seed"] for r in results.values() if r["mixer"] == "balanced")
+    print("\n| mixer | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
+    print("|---" * (len(seeds) + 2) + "|")
+    for mixer in MIXERS:
+        if mixer == "balanced" or not all(f"{mixer}_s{s}" in results for s in seeds):
+            continue
+        diffs = [results[f"{mixer}_s{s}"]["eval_loss_mean"] - results[f"balanced_s{s}"]["eval_loss_mean"]
+                 for s in seeds]
+        print(f"| {mixer} | " + " | ".join(f"{x:+.3f}" for x in diffs) + f" | {statistics.mean(diffs):+.3f} |")
 
 
 def plot_vs_balanced(results: dict, path: str) -> None:
