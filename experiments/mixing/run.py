@@ -36,6 +36,17 @@ def final_eval(run_dir: str) -> dict:
     return [r for r in rows if "eval_loss" in r][-1]
 
 
+def corpus_fingerprint(corpus_dir: str = "data/corpus") -> dict:
+    """sha256 of the corpus manifest and its per-domain document/token counts: the `legal` domain
+    depends on the installed Debian packages, so results are comparable only on one corpus."""
+    import hashlib
+
+    raw = open(os.path.join(corpus_dir, "manifest.json"), "rb").read()
+    return {"manifest_sha256": hashlib.sha256(raw).hexdigest(),
+            "domains": {d["name"]: {split: {k: v[k] for k in ("n_docs", "tokens")} for split, v in d["splits"].items()}
+                        for d in json.loads(raw)["domains"]}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed values (one run each)")
@@ -66,8 +77,8 @@ def main() -> None:
             subprocess.run(cmd, check=True)
             results[f"{mixer}_s{seed}"] = {"mixer": mixer, "seed": seed, **final_eval(run_dir)}
             with open(out + ".tmp", "w") as f:  # after every run, atomically: a crash keeps the rest
-                json.dump({"steps": args.steps, "tokens_per_run": args.steps * 32 * 128, "runs": results},
-                          f, indent=1)
+                json.dump({"steps": args.steps, "tokens_per_run": args.steps * 32 * 128,
+                           "corpus": corpus_fingerprint(), "runs": results}, f, indent=1)
             os.replace(out + ".tmp", out)
     print_tables(results)
     print_paired(results)
