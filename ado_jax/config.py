@@ -292,21 +292,18 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
 def describe(markdown: bool = False) -> str:
     """Every config field with its type, default and help: text for ``ado-jax train --help``, or
     with ``markdown=True`` one table per section (``docs/config.md`` embeds it; a test keeps it current)."""
-    if markdown:
-        lines = []
-        for section in dataclasses.fields(Config):
-            sub = section.default_factory()
-            lines += [f"## `{section.name}`", "", str(type(sub).__doc__), "", "| field | default | meaning |", "|---|---|---|"]
-            lines += [f"| `{section.name}.{f.name}` | `{getattr(sub, f.name)!r}` | "
-                      f"{f.metadata.get('help', '').replace('|', '&#124;')} |" for f in dataclasses.fields(sub)]
-            lines.append("")
-        return "\n".join(lines)
-    lines = ["config fields (set with --set section.field=value):"]
+    lines = [] if markdown else ["config fields (set with --set section.field=value):"]
     for section in dataclasses.fields(Config):
         sub = section.default_factory()
-        lines.append(f"  [{section.name}] {type(sub).__doc__}")
-        for f in dataclasses.fields(sub):
-            default = getattr(sub, f.name)
-            lines.append(f"    {section.name}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
-    lines.append("presets: " + ", ".join(PRESETS))
+        rows = [(f"{section.name}.{f.name}", repr(getattr(sub, f.name)), f.metadata.get("help", ""))
+                for f in dataclasses.fields(sub)]
+        if markdown:
+            lines += [f"## `{section.name}`", "", str(type(sub).__doc__), "", "| field | default | meaning |", "|---|---|---|"]
+            lines += [f"| `{key}` | `{default}` | {text.replace('|', '&#124;')} |" for key, default, text in rows]
+            lines.append("")
+        else:
+            lines.append(f"  [{section.name}] {type(sub).__doc__}")
+            lines += [f"    {key} = {default}: {text}" for key, default, text in rows]
+    if not markdown:
+        lines.append("presets: " + ", ".join(PRESETS))
     return "\n".join(lines)

@@ -28,21 +28,20 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = jax.process_index() == 0
         self.lines: list[str] = []
+        # The last written value of every [D, D] metric (``{row: {col: v}}``) as an array, so a
+        # resumed run writes a matrix exactly when the uninterrupted run would have.
+        self.last_matrices: dict = {}
         if self.enabled and self.path.exists():
             # Drop lines past the checkpoint we resume from: those steps are about to be redone.
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-            self.lines = [ln + "\n" for ln in kept]
+            for ln in self.path.read_text().splitlines():
+                rec = json.loads(ln) if ln else None
+                if rec is None or rec["step"] > resume_step:
+                    continue
+                self.lines.append(ln + "\n")
+                self.last_matrices.update(
+                    {k: np.array([list(row.values()) for row in v.values()], np.float32) for k, v in rec.items()
+                     if isinstance(v, dict) and v and isinstance(next(iter(v.values())), dict)})
             self._write_all()
-
-    def last_matrices(self) -> dict:
-        """The last written value of every [D, D] metric (``{row: {col: v}}``) as an array, so a
-        resumed run writes a matrix exactly when the uninterrupted run would have."""
-        out = {}
-        for ln in self.lines:
-            for k, v in json.loads(ln).items():
-                if isinstance(v, dict) and v and isinstance(next(iter(v.values())), dict):
-                    out[k] = np.array([list(row.values()) for row in v.values()], np.float32)
-        return out
 
     def _write_all(self) -> None:
         tmp = self.path.parent / (self.path.name + ".tmp")
@@ -110,7 +109,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     if jax.process_index() == 0:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_path, start)
-    last_2d = log.last_matrices()  # [D, D] metrics are written only when they change
+    last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
     mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks

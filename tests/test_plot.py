@@ -174,6 +174,6 @@ def test_matrix_metrics_are_logged_only_when_they_change_and_survive_resume(tmp_
     assert recs[2]["aioli_A"] == {"a": {"a": 1.0, "b": 1.0}, "b": {"a": 1.0, "b": 1.0}}
     log = MetricsLog(epath.Path(tmp_path), resume_step=0)
     log.write(recs)
-    resumed = MetricsLog(epath.Path(tmp_path), resume_step=3).last_matrices()  # as after a restart at 3
+    resumed = MetricsLog(epath.Path(tmp_path), resume_step=3).last_matrices  # as after a restart at 3
     np.testing.assert_array_equal(resumed["aioli_A"], a2)
     assert "aioli_A" not in _to_records(pending[3:], names, resumed)[0]  # as the uninterrupted run
