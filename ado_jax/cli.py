@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and any(a == "--task" or a.startswith("--task=") for a in argv):
         # The synthetic tasks of paper 000 have their own trainer (vmap over seeds, scan over steps).
-        from ado_jax import synthetic_train
+        from ado_jax.synthetic import train as synthetic_train
 
         try:
             synthetic_train.main(argv[1:])

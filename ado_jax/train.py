@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ado_jax import tracker
+from ado_jax.mixing import tracker
 from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import Config, TrainConfig
 from ado_jax.mixing import wants_heldout
@@ -37,7 +37,7 @@ class TrainState(eqx.Module):
       model: the Llama (float32 params).
       opt_state: AdamW state wrapped in ``optax.apply_if_finite`` (counts skipped steps).
       mixer_state: the mixer's pytree; ``mixer_state.weights: [D]`` is the next batch's mixture.
-      tracker_state: per-domain loss EMAs (``ado_jax.tracker``).
+      tracker_state: per-domain loss EMAs (``ado_jax.mixing.tracker``).
       stream_state: the data stream's state (its PRNG key / position).
       step: [] int32, optimizer steps taken.
     """

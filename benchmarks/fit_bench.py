@@ -10,7 +10,7 @@ realistic noisy curves (AR(1) log-noise, rare loss spikes, some true eps below t
   (b) scipy L-BFGS-B (float64, box bounds, analytic gradient) from 48 starts per domain
       (log_eps0 {0.5, 1, 1.5} x log_beta0 {-2, 0, 2, 4} x alpha0 {.1, .3, .5, .7}: the paper
       grid projected onto the bounds, thinned; all 336 would take ~10 min on this machine).
-  (c) ado_jax.scaling_law.fit_power_law, default options (solver="lm"), all domains in one
+  (c) ado_jax.mixing.scaling_law.fit_power_law, default options (solver="lm"), all domains in one
       jitted call; (c2) the same with solver="lbfgs" (optax L-BFGS, then the LM steps).
 
 Every result is scored with the same float64 objective (our mean-Huber + penalties). Prints a
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from ado_jax import scaling_law as sl
+from ado_jax.mixing import scaling_law as sl
 from results_io import save_json
 
 PILE = ["Pile-CC", "PubMed Central", "Books3", "OpenWebText2", "ArXiv", "Github", "FreeLaw",

@@ -1,7 +1,7 @@
 """Sparse parity (paper setup: d=20, k=6, MLP 2x40, SGD 0.1, batch 20) — 50k steps x 5 seeds.
 
 Compares side by side, in one run:
-  vmap+scan   all seeds in one compiled program (ado_jax.synthetic_train.train)
+  vmap+scan   all seeds in one compiled program (ado_jax.synthetic.train.train)
   scan/seed   one compiled scan program per seed, run one after another
   python loop a jitted single step called from Python (1 seed, fewer steps, extrapolated)
 Wall-clock includes compilation. Prints a table; writes benchmarks/results/synthetic_bench.json.
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ado_jax import synthetic_train as st
-from ado_jax.data.synthetic.tasks import make_task
+from ado_jax.synthetic import train as st
+from ado_jax.synthetic.tasks import make_task
 from results_io import save_json
 
 

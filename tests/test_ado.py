@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from ado_jax import mixing
 from ado_jax.mixing import DomainStats, ado_policy
 from ado_jax.mixing.ado_async import HostFitter
-from ado_jax.scaling_law import PowerLaw
+from ado_jax.mixing.scaling_law import PowerLaw
 
 FAST_FIT = dict(solver="lm", refine_top_k=8, lm_steps=50)  # compiles ~4x faster than L-BFGS
 SMALL = dict(fit_every=50, fit_start=100, skip_first=10, subsample_every=2, history_len=64,

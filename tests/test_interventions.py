@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from ado_jax.interventions import diversity, optimization, uniformity, upsample
+from ado_jax.synthetic.interventions import diversity, optimization, uniformity, upsample
 from ado_jax.mixing.base import DomainStats
-from ado_jax.models.mlp import parity_mlp
+from ado_jax.synthetic.mlp import parity_mlp
 
 KEY = jax.random.PRNGKey(0)
 

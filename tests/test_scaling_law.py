@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ado_jax import scaling_law as sl
+from ado_jax.mixing import scaling_law as sl
 
 # (log_eps, log_beta, alpha): interior, eps near its bound, alpha + beta near theirs, flat curve,
 # and true eps BELOW its bound (e^0.1 < e^0.5: the fit must hold log_eps at 0.5).
@@ -192,7 +192,7 @@ def test_short_curve_reaches_the_global_minimum(fit, solver):
 
 
 def test_alpha_scan_puts_starts_on_the_valley_floor():
-    from ado_jax import scaling_law_solvers as solvers
+    from ado_jax.mixing import scaling_law_solvers as solvers
     loss_T = np.asarray(sl.predict(SHORT_TRUE, SHORT_N_T))
     logn_T, logy_T, w_T, _ = sl._prepare(SHORT_N_T, loss_T, None)
     theta_A3 = np.asarray(solvers.alpha_scan(logn_T, logy_T, w_T, np.array([0.0, 0.1, 0.25, 0.6])))

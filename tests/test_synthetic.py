@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from ado_jax.data.synthetic import Facts, ICLRegression, SparseParity, estimators, parity_target
-from ado_jax.data.synthetic.icl_regression import sample_tasks
-from ado_jax.data.synthetic.sampling import sample_domains
-from ado_jax.data.synthetic.tasks import make_task
-from ado_jax.interventions import diversity
-from ado_jax.models.gpt_tasks import TaskGPT, icl_predict, interleave
-from ado_jax import synthetic_train as st
+from ado_jax.synthetic import Facts, ICLRegression, SparseParity, estimators, parity_target
+from ado_jax.synthetic.icl_regression import sample_tasks
+from ado_jax.synthetic.sampling import sample_domains
+from ado_jax.synthetic.tasks import make_task
+from ado_jax.synthetic.interventions import diversity
+from ado_jax.synthetic.gpt_tasks import TaskGPT, icl_predict, interleave
+from ado_jax.synthetic import train as st
 
 KEY = jax.random.PRNGKey(0)
 

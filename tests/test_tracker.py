@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ado_jax.mixing import DomainStats
-from ado_jax.tracker import domain_stats, ema_loss, fit_data, loss_tracker, savgol_coeffs
+from ado_jax.mixing.tracker import domain_stats, ema_loss, fit_data, loss_tracker, savgol_coeffs
 
 
 def test_domain_stats_sharded_over_8_devices_matches_numpy():

@@ -24,11 +24,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ado_jax import scaling_law, tracker as tracker_lib
+from ado_jax.mixing import scaling_law, tracker as tracker_lib
 from ado_jax.mixing import ado_policy as policy
 from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
 from ado_jax.mixing.basic import check_num_domains
-from ado_jax.scaling_law import PowerLaw
+from ado_jax.mixing.scaling_law import PowerLaw
 
 
 class AdoState(NamedTuple):

@@ -26,7 +26,7 @@ import functools
 import jax
 import numpy as np
 
-from ado_jax import scaling_law, tracker as tracker_lib
+from ado_jax.mixing import scaling_law, tracker as tracker_lib
 from ado_jax.mixing.ado import AdoState, set_fit
 
 

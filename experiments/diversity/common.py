@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ado_jax.synthetic_train import steps_to_threshold
+from ado_jax.synthetic.train import steps_to_threshold
 
 OUT = os.environ.get("ADO_DIVERSITY_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Figures go beside the docs that show them (the docs site only serves files under docs/).

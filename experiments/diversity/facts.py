@@ -16,9 +16,9 @@ import argparse
 import jax
 import numpy as np
 
-from ado_jax import synthetic_train as st
-from ado_jax.data.synthetic.tasks import make_task
-from ado_jax.interventions import diversity
+from ado_jax.synthetic import train as st
+from ado_jax.synthetic.tasks import make_task
+from ado_jax.synthetic.interventions import diversity
 from common import save
 
 STREAM = dict(num_subjects=100, num_relations=4, answers_per_relation=16, num_noise=64, k_noise=2, batch_size=64)

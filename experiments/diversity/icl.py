@@ -18,10 +18,10 @@ import jax
 import numpy as np
 import optax
 
-from ado_jax import synthetic_train as st
-from ado_jax.data.synthetic import ICLRegression, estimators
-from ado_jax.data.synthetic.tasks import make_task
-from ado_jax.interventions import diversity, optimization
+from ado_jax.synthetic import train as st
+from ado_jax.synthetic import ICLRegression, estimators
+from ado_jax.synthetic.tasks import make_task
+from ado_jax.synthetic.interventions import diversity, optimization
 from common import save
 
 STREAM = dict(dim=5, num_points=10, batch_size=64)

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ado_jax import synthetic_train as st
-from ado_jax.data.synthetic.sparse_parity import examples
-from ado_jax.data.synthetic.tasks import make_task
-from ado_jax.interventions import diversity, optimization, uniformity, upsample
+from ado_jax.synthetic import train as st
+from ado_jax.synthetic.sparse_parity import examples
+from ado_jax.synthetic.tasks import make_task
+from ado_jax.synthetic.interventions import diversity, optimization, uniformity, upsample
 from common import save
 
 N_EX = 1_000_000   # 50k steps x batch 20

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ado_jax.synthetic_train import steps_to_threshold
+from ado_jax.synthetic.train import steps_to_threshold
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # extra thresholds for early progress where the figure's default says little

@@ -1,6 +1,6 @@
 """The three synthetic tasks bundled for training: stream + model + per-example loss + eval.
 
-``Task`` is what ``ado_jax.synthetic_train.train`` runs. ``make_task(name, **cfg)`` builds the
+``Task`` is what ``ado_jax.synthetic.train.train`` runs. ``make_task(name, **cfg)`` builds the
 papers' setups (``preset="paper"``) or our CPU-scale ones (``preset="cpu"``, the default).
 """
 
@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ado_jax.data.synthetic import estimators
-from ado_jax.data.synthetic.facts import Facts
-from ado_jax.data.synthetic.icl_regression import ICLRegression
-from ado_jax.data.synthetic.sparse_parity import SparseParity
-from ado_jax.models.gpt_tasks import TaskGPT, icl_predict
-from ado_jax.models.mlp import parity_mlp
+from ado_jax.synthetic import estimators
+from ado_jax.synthetic.facts import Facts
+from ado_jax.synthetic.icl_regression import ICLRegression
+from ado_jax.synthetic.sparse_parity import SparseParity
+from ado_jax.synthetic.gpt_tasks import TaskGPT, icl_predict
+from ado_jax.synthetic.mlp import parity_mlp
 
 Array = jax.Array
 

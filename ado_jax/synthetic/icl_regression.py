@@ -12,7 +12,7 @@ Each sequence holds ``num_points`` pairs ``(x_i, y_i)`` with ``x_i ~ N(0, I_d)``
 
 A batch is ``{"inputs": float32[B, N, d] (the x_i), "targets": float32[B, N] (the y_i),
 "domain": int32[B] (pool index, 0 for fresh tasks)}``; the model interleaves the prompt
-``[x_1, y_1, ..., x_N, y_N]`` itself (``models/gpt_tasks.py``).
+``[x_1, y_1, ..., x_N, y_N]`` itself (``ado_jax.synthetic.gpt_tasks``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax.data.synthetic.sampling import sample_domains
+from ado_jax.synthetic.sampling import sample_domains
 
 Array = jax.Array
 

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax.data.synthetic.sampling import sample_domains
+from ado_jax.synthetic.sampling import sample_domains
 
 Array = jax.Array
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ado_jax import scaling_law_solvers as solvers
+from ado_jax.mixing import scaling_law_solvers as solvers
 
 Array = jax.Array
 SOLVERS = ("lm", "lbfgs", "jaxopt")

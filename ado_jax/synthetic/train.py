@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ado_jax.data.synthetic.tasks import Task
-from ado_jax.interventions import diversity, optimization
+from ado_jax.synthetic.tasks import Task
+from ado_jax.synthetic.interventions import diversity, optimization
 from ado_jax.mixing.base import Mixer
-from ado_jax.tracker import domain_stats
+from ado_jax.mixing.tracker import domain_stats
 
 Array = jax.Array
 
@@ -146,7 +146,7 @@ def run_task(task: str, *, preset: str = "cpu", steps: int = 2000, eval_every: i
              pcgrad: bool = False, sam_rho: float | None = None, freeze_readout: bool = False,
              track_cosine: bool = False) -> dict[str, np.ndarray]:
     """One synthetic run from flags (what ``ado-jax train --task ...`` calls); see ``main``."""
-    from ado_jax.data.synthetic.tasks import make_task
+    from ado_jax.synthetic.tasks import make_task
 
     model = dict(model or {}, **({"lr": lr} if lr is not None else {}))
     t = make_task(task, preset=preset, model=model, **(stream or {}))

@@ -3,12 +3,12 @@
 ``ICLRegression`` (in-context linear regression), ``SparseParity``, ``Facts`` — each has
 ``init(key)``, ``next(state, weights_D=None)`` over its task-like domains; ``estimators`` has
 ridge / discrete-Bayes (eq. 6) predictors and the accuracies; ``tasks.make_task`` bundles a
-stream with its model, loss and eval for ``ado_jax.synthetic_train``.
+stream with its model, loss and eval for ``ado_jax.synthetic.train``.
 """
 
-from ado_jax.data.synthetic import estimators
-from ado_jax.data.synthetic.facts import Facts
-from ado_jax.data.synthetic.icl_regression import ICLRegression
-from ado_jax.data.synthetic.sparse_parity import SparseParity, parity_target
+from ado_jax.synthetic import estimators
+from ado_jax.synthetic.facts import Facts
+from ado_jax.synthetic.icl_regression import ICLRegression
+from ado_jax.synthetic.sparse_parity import SparseParity, parity_target
 
 __all__ = ["Facts", "ICLRegression", "SparseParity", "estimators", "parity_target"]
