@@ -4,8 +4,9 @@ Layout: ``RUN_DIR/checkpoints/<step>/{state, config, checksums.json}``. Orbax wr
 checkpoint into a temporary directory and renames it only once complete, so a save killed midway
 is never listed as the latest. Orbax keeps no checksum of array bytes, so on local disks we add
 ``checksums.json`` (sha256 of every file) after a save and verify it before a restore: a
-corrupted checkpoint is an error naming the file, never silently wrong weights. The state is stored as a flat dict keyed by each array's pytree path, which keeps
-the files readable and makes a structure mismatch an error naming the missing array.
+corrupted checkpoint is an error naming the file, never silently wrong weights. The state is
+stored as a flat dict keyed by each array's pytree path, which keeps the files readable and makes
+a structure mismatch an error naming the missing array.
 """
 
 from __future__ import annotations

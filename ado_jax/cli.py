@@ -1,4 +1,7 @@
-"""The ``ado-jax`` command: ``train``, ``eval`` (and, as they land, ``corpus``, ``plot``...)."""
+"""The ``ado-jax`` command: ``train`` (or resume) a run, or a synthetic task with ``train --task``;
+``eval`` a run's latest checkpoint on held-out data; ``plot`` a run's figures; ``compare`` the final
+per-domain eval losses of several runs; ``corpus build`` the built-in corpus or ``corpus encode``
+your own text folders."""
 
 from __future__ import annotations
 
@@ -90,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or resume) a run", epilog=describe(), formatter_class=fmt)
     _config_args(p)
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (stop after N steps)")
-    p.add_argument("--task", help="icl_regression|sparse_parity|facts: train a synthetic task of paper 000 instead "
-                   "(its own flags: ado-jax train --task sparse_parity --help)")
-    p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME: static|natural|balanced|ado|aioli|doremi|odm|skill_it")
+    p.add_argument("--task", help="icl_regression|sparse_parity|facts: train a synthetic task (ado_jax.synthetic) "
+                   "instead (its own flags: ado-jax train --task sparse_parity --help)")
+    p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME: "
+                   "static|natural|balanced|ado|aioli|doremi|odm|skill_it")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
                        epilog=describe(), formatter_class=fmt)
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ado-jax``; ``argv`` defaults to ``sys.argv[1:]``. Returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and any(a == "--task" or a.startswith("--task=") for a in argv):
-        # The synthetic tasks of paper 000 have their own trainer (vmap over seeds, scan over steps).
+        # The synthetic tasks have their own trainer (vmap over seeds, scan over steps).
         from ado_jax.synthetic import train as synthetic_train
 
         try:

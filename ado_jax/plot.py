@@ -7,9 +7,10 @@ returns a matplotlib ``Figure``, or None):
 - ``weights.png``: the mixture each batch was drawn with, as a stacked area over steps;
 - ``domain_loss.png``: per-domain training-loss EMA (lines) and held-out eval losses (markers);
 - ``scaling_law.png`` (ADO): per domain, the observed training loss against ``n`` = total
-  sequences seen (all domains, as in paper 002) with the forecasts ``L(n) = eps + beta n^-alpha``
-  of up to three of the online fits (first, middle, last; dashed lines mark when each was fit),
-  in the style of paper 002's Fig. 6;
+  sequences seen (all domains, as in ADO: "Adaptive Data Optimization: Dynamic Sample Selection
+  with Scaling Laws", arXiv:2410.11820) with the forecasts ``L(n) = eps + beta n^-alpha`` of up
+  to three of the online fits (first, middle, last; dashed lines mark when each was fit), in the
+  style of ADO's Fig. 6;
 - ``aioli_a.png`` (Aioli): left, the column sums of the normalized interaction matrix Ā over
   steps (how much training on domain j helps all domains); right, the last estimated A itself
   (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps.
@@ -106,7 +107,7 @@ def fit_events(alpha_S: np.ndarray, beta_S: np.ndarray, eps_S: np.ndarray) -> li
 
 
 def scaling_law_figure(run: Run, max_fits: int = 3):
-    """Paper 002 Fig. 6: each domain's observed loss vs ``n`` with forecasts of up to ``max_fits`` fits."""
+    """ADO (arXiv:2410.11820) Fig. 6: each domain's observed loss vs ``n`` with forecasts of up to ``max_fits`` fits."""
     fits = {k: per_domain(run.train, f"fit_{k}", run.names) for k in ("alpha", "beta", "eps")}
     if any(v is None for v in fits.values()) or not np.isfinite(fits["alpha"]).any():
         return None

@@ -119,7 +119,8 @@ def main(argv=None) -> dict:
     D = len(doms)
     tmp = Path(tempfile.mkdtemp(prefix="ado_data_bench_"))
     ar_doms = open_array_record_domains(_array_record_dir(corpus_dir, tmp, eos))
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "jax_backend": jax.default_backend()},
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "jax_backend": jax.default_backend()}
+    results = {"machine": machine,
                "corpus": {"dir": str(corpus_dir), "domains": D, "train_tokens": int(sum(x.size for x in doms.values())),
                           "tokenizer": manifest["tokenizer"]["kind"]}, "shapes": {}}
     for preset in ["demo", "gpt2-124m"]:
@@ -161,7 +162,8 @@ def main(argv=None) -> dict:
     cols = ["host_sync_seq_s", "host_prefetch_seq_s", "array_record_seq_s", "array_record_prefetch4_seq_s",
             "in_memory_jit_seq_s", "train_step_with_host_prefetch_seq_s",
             "train_step_seq_s", "host_prefetch_x_step", "array_record_prefetch4_x_step"]
-    print(f"{'shape':>10s} {'B':>4s} {'T':>5s} " + " ".join(f"{c.replace('_seq_s', '').replace('train_step_with_host_prefetch', 'step+prefetch'):>16s}" for c in cols))
+    short = [c.replace("_seq_s", "").replace("train_step_with_host_prefetch", "step+prefetch") for c in cols]
+    print(f"{'shape':>10s} {'B':>4s} {'T':>5s} " + " ".join(f"{c:>16s}" for c in short))
     for preset, row in results["shapes"].items():
         vals = " ".join(f"{row[c]:16.1f}" if c in row else f"{'-':>16s}" for c in cols)
         print(f"{preset:>10s} {row['batch_size']:4d} {row['seq_len']:5d} {vals}")

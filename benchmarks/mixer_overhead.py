@@ -198,20 +198,22 @@ def main():
     dev = jax.devices()[0]
     print(f"ADO vs static mixer, demo model, {jax.device_count()} x {dev.platform} device(s), "
           f"{os.cpu_count()} CPUs (shared machine)")
-    print(f"{'D':>3} {'clock':>5} {'static ms':>10} {'ADO ms':>8} {'between':>8} {'fit step ms':>12} {'fit extra ms':>13}"
-          f" {'amortized':>10} {'load avg':>10}")
+    print(f"{'D':>3} {'clock':>5} {'static ms':>10} {'ADO ms':>8} {'between':>8} {'fit step ms':>12}"
+          f" {'fit extra ms':>13} {'amortized':>10} {'load avg':>10}")
     for r in rows:
         for clock in ("wall", "cpu"):
             k = r[clock]
-            print(f"{r['domains']:>3} {clock:>5} {k['static_step_s'] * 1e3:>10.1f} {k['ado_between_fits_step_s'] * 1e3:>8.1f}"
-                  f" {k['between_fit_overhead']:>+8.2%} {k['fit_step_s'] * 1e3:>12.1f} {k['fit_step_extra_s'] * 1e3:>13.1f}"
+            print(f"{r['domains']:>3} {clock:>5} {k['static_step_s'] * 1e3:>10.1f}"
+                  f" {k['ado_between_fits_step_s'] * 1e3:>8.1f} {k['between_fit_overhead']:>+8.2%}"
+                  f" {k['fit_step_s'] * 1e3:>12.1f} {k['fit_step_extra_s'] * 1e3:>13.1f}"
                   f" {k['amortized_overhead']:>+10.2%} {r['loadavg_start'][0]:>4.1f}->{r['loadavg_end'][0]:<4.1f}")
             print("          per-block between-fit overhead: "
                   + " ".join(f"{x:+.1%}" for x in k["between_fit_overhead_per_block"]) + f"; targets {k['targets']}")
         i = r["isolated_mixer_update"]
         print(f"    isolated jitted mixer.update: static {i['static_update_s'] * 1e6:.0f} us, ADO between fits "
               f"{i['ado_update_between_fits_s'] * 1e6:.0f} us, ADO with fit {i['ado_update_with_fit_s'] * 1e3:.1f} ms"
-              f" -> between {i['between_fit_overhead']:+.3%}, amortized {i['amortized_overhead']:+.3%} of a static step")
+              f" -> between {i['between_fit_overhead']:+.3%}, amortized {i['amortized_overhead']:+.3%}"
+              " of a static step")
         if "ado_extra" in r["xla_cost_analysis"]:
             print("    XLA cost analysis, ADO step vs static (both cond branches counted): "
                   + ", ".join(f"{k} {v:+.2%}" for k, v in r["xla_cost_analysis"]["ado_extra"].items()))

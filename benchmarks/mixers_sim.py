@@ -108,7 +108,8 @@ def mixers_for(env, steps, key, d, sizes):
     ref = np.asarray(run(balanced(), env, steps, key).loss)  # DoReMi's reference run
     p_gs = _gs(env, steps, key, d)
     out = {
-        "balanced": (balanced(), True), "static (natural)": (natural(sizes), True), "GS (extra runs)": (static(p_gs), True),
+        "balanced": (balanced(), True), "static (natural)": (natural(sizes), True),
+        "GS (extra runs)": (static(p_gs), True),
         "aioli": (aioli(steps), True), "aioli gamma=0.1": (aioli(steps, gamma=0.1), True),
         "aioli eta=1": (aioli(steps, eta=1.0), True),
         "aioli-static": (aioli(steps, static=True, delta=0.128 / 20), True),

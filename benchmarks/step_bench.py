@@ -99,13 +99,15 @@ def main() -> None:
             if n is not None:
                 env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
             cmd = [sys.executable, __file__, "--child", "--presets", preset, "--steps", str(args.steps)]
-            cmd += (["--batch", str(args.batch)] if args.batch else []) + sum([["--set", o] for o in args.overrides], [])
+            cmd += ["--batch", str(args.batch)] if args.batch else []
+            cmd += sum([["--set", o] for o in args.overrides], [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{preset} on {n} devices failed")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'preset':10} {'dev':>3} {'batch':>5} {'params':>10} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6}")
+    print(f"{'preset':10} {'dev':>3} {'batch':>5} {'params':>10} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8}"
+          f" {'MFU':>6}")
     for r in rows:
         print(f"{r['preset']:10} {r['devices']:>3} {r['batch']:>5} {r['params']:>10,} {r['step_s'] * 1e3:>9.1f} "
               f"{r['tokens_per_s']:>10.0f} {r['model_tflops_per_s']:>8.3f} {r['mfu']:>6.1%}")

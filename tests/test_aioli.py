@@ -43,7 +43,8 @@ def test_learnparams_schedule_and_heldout_requests():
         assert sorted(ids) == sorted(list(range(d)) * k)  # each smoothed one-hot k times
         for c, i in enumerate(ids):
             np.testing.assert_allclose(learn[c * seg: (c + 1) * seg], np.broadcast_to(p_dd[i], (seg, d)), atol=1e-6)
-    want_steps = {1 + s for s in range(2 * round_steps) if s % round_steps < d * k * seg and (s % round_steps + 1) % seg == 0}
+    want_steps = {1 + s for s in range(2 * round_steps)
+                  if s % round_steps < d * k * seg and (s % round_steps + 1) % seg == 0}
     want_steps |= {0, round_steps}  # the step before each round gives the baseline of its first segment
     assert {s for s, w in enumerate(wants) if w} == want_steps
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from ado_jax.mixing import (DomainStats, aioli, dirichlet_points, doremi, exploration_rate, grid_search, odm, simplex_grid,
-                            skill_it, skills_graph)
+from ado_jax.mixing import (DomainStats, aioli, dirichlet_points, doremi, exploration_rate, grid_search, odm,
+                            simplex_grid, skill_it, skills_graph)
 from ado_jax.mixing.simulator import LinearLawEnv, run
 
 

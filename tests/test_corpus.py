@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ado_jax.data import corpus, token_files
+from ado_jax.data import corpus, encode, token_files
 from ado_jax.data.corpus_cli import corpus_build_main, corpus_encode_main
 from ado_jax.data.corpus_domains import DOMAINS, kjv_chapters, strip_roff
 from ado_jax.data.tokenizer import ByteTokenizer, load_tokenizer
@@ -45,7 +45,8 @@ def _w(path, text, gz=False):
 def fake_root(tmp_path):
     """A tiny filesystem tree laid out like the Debian packages the corpus reads."""
     root = tmp_path / "root"
-    _dictd(root, "gcide", [(f"word{i}", f"Definition number {i} of an English word. [1913 Webster]") for i in range(40)])
+    _dictd(root, "gcide", [(f"word{i}", f"Definition number {i} of an English word. [1913 Webster]")
+                           for i in range(40)])
     _dictd(root, "foldoc", [(f"term{i}", f"<programming> A {{computing}} term number {i}.") for i in range(30)])
     _w(root / "usr/share/games/fortunes/computers", "\n%\n".join(f"Fortune {i} says hi." for i in range(25)) + "\n%\n")
     _w(root / "usr/share/games/fortunes/computers.dat", "binary index")
@@ -133,7 +134,8 @@ def test_bad_domains(fake_root, tmp_path):
     with pytest.raises(ValueError, match=r"unknown domain name\(s\) \['wikipedia'\]; known domains: \['code'"):
         corpus.build_corpus(tmp_path / "c", domains=["fortunes", "wikipedia"], root=fake_root)
     shutil.rmtree(fake_root / "usr/share/dictd")
-    with pytest.raises(RuntimeError, match=r"\['computing'\] are not installed (?s:.)*apt-get install -y dict-foldoc\n"):
+    missing = r"\['computing'\] are not installed (?s:.)*apt-get install -y dict-foldoc\n"
+    with pytest.raises(RuntimeError, match=missing):
         corpus.build_corpus(tmp_path / "c", domains=["computing", "fortunes"], root=fake_root, install=False)
     _w(fake_root / "usr/share/games/fortunes/computers", "\n%\n  \n%\n")
     with pytest.raises(ValueError, match="domain 'fortunes' produced no documents from 1 files"):
@@ -181,7 +183,7 @@ def test_encode_user_directory_and_cli(tmp_path):
     # reuse that corpus's tokenizer; an empty domain fails naming it
     _w(src / "empty" / "0.txt", "   \n")
     with pytest.raises(ValueError, match="domain 'empty' is empty"):
-        token_files.encode_dir(src, tmp_path / "enc2", tokenizer=tmp_path / "enc", pattern="*.txt")
+        encode.encode_dir(src, tmp_path / "enc2", tokenizer=tmp_path / "enc", pattern="*.txt")
     assert corpus_encode_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
 
 

@@ -181,7 +181,7 @@ def test_bit_flip_in_a_complete_checkpoint_is_detected(stopped_at_8, capsys):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from ado_jax.data.token_files import encode_dir
+    from ado_jax.data.encode import encode_dir
 
     root = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)

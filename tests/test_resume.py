@@ -92,7 +92,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_host_loader_resume_is_exact(tmp_path):
     """A corpus of token files read on the host: the loader's position is checkpointed too."""
-    from ado_jax.data.token_files import encode_dir
+    from ado_jax.data.encode import encode_dir
 
     rng = __import__("numpy").random.default_rng(0)
     for name, alphabet in {"digits": "0123456789 ", "vowels": "aeiou \n", "punct": ".,;:!? -"}.items():

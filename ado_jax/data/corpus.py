@@ -210,7 +210,8 @@ def build_corpus(out_dir: str | os.PathLike | None = None, domains: Sequence[str
             log(f"corpus at {out_dir} is complete and matches; reusing it")
             return out_dir
         if not force:
-            diff = {k: (old.get("config", {}).get(k), v) for k, v in config.items() if old.get("config", {}).get(k) != v}
+            old_config = old.get("config", {})
+            diff = {k: (old_config.get(k), v) for k, v in config.items() if old_config.get(k) != v}
             raise FileExistsError(f"{out_dir} holds a corpus built with other settings {diff} (old, new); "
                                   "pass --force to rebuild it or choose another --out")
     elif out_dir.exists() and any(out_dir.iterdir()):

@@ -72,7 +72,7 @@ def corpus_build_main(args=None) -> int:
 
 def corpus_encode_main(args=None) -> int:
     """Runs ``ado-jax corpus encode``; ``args`` is a parsed namespace or an argv list."""
-    from ado_jax.data.token_files import encode_dir
+    from ado_jax.data.encode import encode_dir
 
     a = _parse(args, add_encode_args)
     try:

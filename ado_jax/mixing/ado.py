@@ -1,4 +1,5 @@
-"""ADO — Adaptive Data Optimization (Jiang et al., papers/002 §3, Alg. 1, App. A.1 and C).
+"""ADO — "Adaptive Data Optimization: Dynamic Sample Selection with Scaling Laws" (Jiang et al.
+2024, arXiv:2410.11820), §3, Alg. 1, App. A.1 and C.
 
 Each domain k gets a scaling law ``L_k(n) = eps_k + beta_k n^-alpha_k`` in the total number of
 sequences seen ``n``, refit from the tracked learning curves every ``fit_every`` steps *inside*
@@ -26,8 +27,8 @@ import jax.numpy as jnp
 
 from ado_jax.mixing import scaling_law, tracker as tracker_lib
 from ado_jax.mixing import ado_policy as policy
-from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
-from ado_jax.mixing.basic import check_num_domains
+from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_int, check_num_domains,
+                                 check_number, check_weights, normalize)
 from ado_jax.mixing.scaling_law import PowerLaw
 
 
@@ -57,25 +58,6 @@ class AdoState(NamedTuple):
     objective: jax.Array
     fitted: jax.Array
     num_fits: jax.Array
-
-
-def _choice(value, name, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
-
-
-def _fraction(value, name, *, open_low=False, high=1.0):
-    v = float(value)
-    if not ((v > 0.0 if open_low else v >= 0.0) and v <= high):
-        raise ValueError(f"{name} must lie in {'(' if open_low else '['}0, {high}], got {value!r}")
-    return v
-
-
-def _int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None) -> AdoState:
@@ -146,19 +128,17 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
       ValueError: naming a bad hyperparameter, or at ``init`` a prior whose length is not D
         or ``delta_min * D > 1``.
     """
-    g1 = _fraction(gamma1, "gamma1", open_low=True)
-    g2 = _fraction(gamma2, "gamma2")
-    s = float(s)
-    if not s >= 0.0:
-        raise ValueError(f"s must be >= 0, got {s!r}")
-    dmin = _fraction(delta_min, "delta_min")
-    every, start = _int(fit_every, "fit_every", 1), _int(fit_start, "fit_start", 0)
-    min_pts = _int(min_fit_points, "min_fit_points", 1)
-    credit = _choice(credit, "credit", ("paper", "reference", "reference_v0"))
-    clip = _choice(clip, "clip", ("paper", "reference"))
-    average_t = _choice(average_t, "average_t", ("policy", "global"))
+    g1 = check_fraction("gamma1", gamma1, low_open=True)
+    g2 = check_fraction("gamma2", gamma2)
+    s = check_number("s", s, low=0.0)
+    dmin = check_fraction("delta_min", delta_min)
+    every, start = check_int("fit_every", fit_every, low=1), check_int("fit_start", fit_start, low=0)
+    min_pts = check_int("min_fit_points", min_fit_points, low=1)
+    credit = check_choice("credit", credit, ("paper", "reference", "reference_v0"))
+    clip = check_choice("clip", clip, ("paper", "reference"))
+    average_t = check_choice("average_t", average_t, ("policy", "global"))
     if alpha_floor is not None:
-        alpha_floor = _fraction(alpha_floor, "alpha_floor")
+        alpha_floor = check_fraction("alpha_floor", alpha_floor)
     mu = None if prior is None else check_weights(prior, name="ado prior")
     tracker = tracker_lib.loss_tracker(history_len=history_len, skip_first=skip_first,
                                        subsample_every=subsample_every, reduce=reduce,

@@ -1,10 +1,12 @@
 """Host-side asynchronous scaling-law fits for ADO (optional).
 
-The ADO paper (App. A) notes the fit "could, in principle, take place asynchronously in parallel
-with model training since it does not require any information from the model other than the
-loss". ``HostFitter`` does that: it copies the tracker's history to the host, fits in a
-background thread (on the CPU backend by default, so it does not compete with the train step
-for the accelerator), and ``apply`` merges the result into the ADO state when it is ready::
+The ADO paper ("Adaptive Data Optimization: Dynamic Sample Selection with Scaling Laws", Jiang
+et al. 2024, arXiv:2410.11820; App. A) notes the fit "could, in principle, take place
+asynchronously in parallel with model training since it does not require any information from
+the model other than the loss". ``HostFitter`` does that: it copies the tracker's history to
+the host, fits in a background thread (on the CPU backend by default, so it does not compete
+with the train step for the accelerator), and ``apply`` merges the result into the ADO state
+when it is ready::
 
     mixer = ado_jax.mixing.ado(prior, fit_in_step=False)
     fitter = HostFitter(maxiter=30)

@@ -1,4 +1,7 @@
-"""ADO's policy arithmetic (papers/002 §3.2–3.3, Alg. 1, App. C) as pure functions on [D] arrays.
+"""ADO's policy arithmetic as pure functions on [D] arrays.
+
+From §3.2–3.3, Alg. 1 and App. C of "Adaptive Data Optimization: Dynamic Sample Selection with
+Scaling Laws" (Jiang et al. 2024, arXiv:2410.11820; "ADO" below).
 
 Kept apart from ``ado.py`` (state, fitting schedule) so each piece can be tested alone.
 """

@@ -1,4 +1,5 @@
-"""Aioli (Chen et al. 2024, "Aioli: a unified optimization framework for LM data mixing", §5).
+"""Aioli (Chen et al. 2024, "Aioli: A Unified Optimization Framework for Language Model Data
+Mixing", arXiv:2411.05735, §5).
 
 Aioli assumes the linear dynamic mixing law ``L^{t+1}_i = L^t_i - sum_j A^t_ij p^t_j`` (eq. 2,
 σ = Id), estimates ``A^t`` each round from the training run itself (LEARNPARAMS, Alg. 2), and
@@ -11,12 +12,10 @@ Schedule, in train steps: ``init_steps`` on ``p_init`` (or on another mixer: Aio
 ``segment_steps``, segment c trained on ``P[I_c] = (1-ε) onehot_{I_c} + ε/D`` in a random
 interleaved order I — and trains on ``p^t`` for the rest of the round.
 
-Held-out contract (shared by all mixers in this package): a mixer state may carry a field
-``wants_heldout: [] bool`` saying that the NEXT ``update`` needs ``stats.heldout_loss``: the
-per-domain held-out loss of the model AFTER the train step those stats belong to. The train
-step calls ``wants_heldout(mixer_state)`` (below) before the update, evaluates the held-out
-batches under ``lax.cond`` when it is true, and sets ``stats.heldout_valid`` accordingly.
-Aioli asks at the end of each LEARNPARAMS segment and at the step before each round.
+Held-out losses (the contract of ``mixing.base.wants_heldout``, shared by all mixers): the state's
+``wants_heldout: [] bool`` says that the NEXT ``update`` needs ``stats.heldout_loss``, the
+per-domain held-out loss of the model AFTER the train step those stats belong to. Aioli asks at
+the end of each LEARNPARAMS segment and at the step before each round.
 
 Where the reference code (HazyResearch/aioli, ``trainer/aioli_trainer.py``) differs from the
 paper, both are offered, paper first:
@@ -41,27 +40,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
-from ado_jax.mixing.basic import check_num_domains
+from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_int, check_num_domains,
+                                 check_number, check_weights, normalize)
+from ado_jax.mixing.base import wants_heldout as wants_heldout  # re-exported: defined in mixing.base
 
 Array = jax.Array
-
-
-def wants_heldout(mixer_state: Any) -> Array | bool:
-    """[] bool: whether the next ``update`` of this mixer state needs held-out losses.
-
-    Reads a ``wants_heldout`` field; a state without one (e.g. a combinator's) is searched for
-    nested NamedTuple states and their answers are OR-ed. When no (nested) state has the field,
-    the answer is the Python constant ``False``, so a trainer can skip compiling the evaluation.
-    """
-    if hasattr(mixer_state, "wants_heldout"):
-        return jnp.asarray(mixer_state.wants_heldout, bool)
-    out = False
-    children = mixer_state if isinstance(mixer_state, (tuple, list)) else ()
-    for child in children:
-        if isinstance(child, tuple):
-            out = out | wants_heldout(child)
-    return out
 
 
 class AioliState(NamedTuple):
@@ -92,6 +75,24 @@ class AioliState(NamedTuple):
     inner: Any
 
 
+class RoundPhase(NamedTuple):
+    """Where a train step falls in Aioli's schedule (all [] arrays).
+
+    Attributes:
+      in_learn: bool — the step is in a round's LEARNPARAMS part.
+      round_pos: int32 — steps since the start of the round.
+      segment: int32 — index of the LEARNPARAMS segment (``round_pos // segment_steps``).
+      segment_end: bool — the step is the last of a LEARNPARAMS segment.
+      learn_done: bool — the step is the last of the round's LEARNPARAMS.
+    """
+
+    in_learn: Array
+    round_pos: Array
+    segment: Array
+    segment_end: Array
+    learn_done: Array
+
+
 def smoothed_onehots(num_domains: int, eps: float = 0.75, one_hot_factor: float | None = None) -> Array:
     """[D, D] matrix P whose row i is the LEARNPARAMS mixture for domain i (see module doc)."""
     d = check_num_domains(num_domains)
@@ -107,14 +108,6 @@ def normalize_a(a_DD: Array, method: str = "shift_sum") -> Array:
         return a_DD
     shifted = a_DD - jnp.minimum(jnp.min(a_DD), 0.0)
     return shifted / jnp.sum(shifted)
-
-
-def _check(value, name, lo, hi=None, lo_open=False):
-    v = float(value)
-    if not (v > lo if lo_open else v >= lo) or (hi is not None and v > hi) or v != v:
-        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi is None else f" and <= {hi}")
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return v
 
 
 def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int | None = None,
@@ -152,25 +145,23 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
     """
     if static:
         rounds = 1
-    rounds = int(_check(rounds, "rounds", 1))
-    sweeps = int(_check(sweeps, "sweeps", 1))
-    init_steps = 1 if init_steps is None else int(_check(init_steps, "init_steps", 0))
-    _check(delta, "delta", 0.0, 1.0, lo_open=True)
-    _check(eps, "eps", 0.0, 1.0)
-    _check(eta, "eta", 0.0)
+    rounds = check_int("rounds", rounds, low=1)
+    sweeps = check_int("sweeps", sweeps, low=1)
+    init_steps = 1 if init_steps is None else check_int("init_steps", init_steps, low=0)
+    check_fraction("delta", delta, low_open=True)
+    check_fraction("eps", eps)
+    check_number("eta", eta, low=0.0)
     if one_hot_factor is not None:
-        _check(one_hot_factor, "one_hot_factor", 0.0, 1.0)
+        check_fraction("one_hot_factor", one_hot_factor)
     if gamma is not None:
-        _check(gamma, "gamma", 0.0, 1.0)
-    if normalize_method not in ("shift_sum", "none"):
-        raise ValueError(f"normalize_method must be 'shift_sum' or 'none', got {normalize_method!r}")
-    if order not in ("shuffle", "sweeps"):
-        raise ValueError(f"order must be 'shuffle' or 'sweeps', got {order!r}")
+        check_fraction("gamma", gamma)
+    check_choice("normalize_method", normalize_method, ("shift_sum", "none"))
+    check_choice("order", order, ("shuffle", "sweeps"))
     if round_steps is None:
         if total_steps is None:
             raise ValueError("aioli needs total_steps or round_steps, got neither")
         round_steps = (int(total_steps) - init_steps) // rounds
-    round_steps = int(_check(round_steps, "round_steps (total_steps - init_steps) // rounds", 1))
+    round_steps = check_int("round_steps (total_steps - init_steps) // rounds", round_steps, low=1)
     if p_init is not None and init_mixer is not None:
         raise ValueError("give p_init or init_mixer, not both")
     p_init_D = None if p_init is None else check_weights(p_init, name="p_init")
@@ -183,18 +174,19 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
                              f" = {round_steps}; lower delta/sweeps/segment_steps or raise round_steps")
         return num_seg, seg, num_seg * seg
 
-    def phase(s, d):
+    def phase(step, d) -> RoundPhase:
         _, seg, learn = schedule(d)
-        pos = s - init_steps
+        pos = step - init_steps
         rnd, r = pos // round_steps, pos % round_steps
         in_learn = (pos >= 0) & (rnd < rounds) & (r < learn)
-        return in_learn, r, r // seg, in_learn & ((r + 1) % seg == 0), in_learn & (r == learn - 1)
+        return RoundPhase(in_learn=in_learn, round_pos=r, segment=r // seg,
+                          segment_end=in_learn & ((r + 1) % seg == 0), learn_done=in_learn & (r == learn - 1))
 
-    def wants_at(s, inner, d):
-        nxt = s + 1 - init_steps
+    def wants_at(step, inner, d):
+        nxt = step + 1 - init_steps
         pre_round = (nxt >= 0) & (nxt % round_steps == 0) & (nxt // round_steps < rounds)
-        inner_wants = (s < init_steps) & wants_heldout(inner) if init_mixer is not None else False
-        return phase(s, d)[3] | pre_round | inner_wants
+        inner_wants = (step < init_steps) & wants_heldout(inner) if init_mixer is not None else False
+        return phase(step, d).segment_end | pre_round | inner_wants
 
     def new_order(key, d):
         if order == "sweeps":
@@ -206,12 +198,12 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
             return normalize(inner.weights)
         return jnp.full((d,), 1.0 / d) if p_init_D is None else jnp.asarray(p_init_D)
 
-    def mixture(s, st, d):
-        in_learn, _, c, _, _ = phase(s, d)
+    def mixture(step, st, d):
+        ph = phase(step, d)
         p_DD = smoothed_onehots(d, eps, one_hot_factor)
-        learn_w = p_DD[st.order[jnp.minimum(c, st.order.shape[0] - 1)]]
-        w = jnp.where(in_learn, learn_w, jax.nn.softmax(st.logits))
-        return jnp.where(s < init_steps, init_weights(st.inner, d), w)
+        learn_w = p_DD[st.order[jnp.minimum(ph.segment, st.order.shape[0] - 1)]]
+        w = jnp.where(ph.in_learn, learn_w, jax.nn.softmax(st.logits))
+        return jnp.where(step < init_steps, init_weights(st.inner, d), w)
 
     def init(num_domains) -> AioliState:
         d = check_num_domains(num_domains)
@@ -222,11 +214,11 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
         key, k_order = jax.random.split(jax.random.PRNGKey(seed))
         start = init_weights(inner, d) if not restart_uniform else jnp.full((d,), 1.0 / d)
         log_p0 = jnp.log(jnp.maximum(start, 1e-30)).astype(jnp.float32)
-        zeros_dd = jnp.zeros((d, d), jnp.float32)
-        st = AioliState(jnp.zeros((d,), jnp.float32), jnp.zeros((), jnp.int32), key, new_order(k_order, d),
-                        log_p0, log_p0, zeros_dd, jnp.zeros((d,), jnp.float32), jnp.zeros((d,), jnp.float32),
-                        jnp.asarray(False), zeros_dd, zeros_dd, jnp.zeros((), jnp.int32), jnp.asarray(False), inner)
         zero = jnp.zeros((), jnp.int32)
+        z_D, z_DD = jnp.zeros((d,), jnp.float32), jnp.zeros((d, d), jnp.float32)
+        st = AioliState(weights=z_D, step=zero, key=key, order=new_order(k_order, d), logits=log_p0,
+                        log_p0=log_p0, beta=z_DD, n_seg=z_D, base_loss=z_D, base_valid=jnp.asarray(False),
+                        a_raw=z_DD, a_bar=z_DD, rounds_done=zero, wants_heldout=jnp.asarray(False), inner=inner)
         return st._replace(weights=normalize(mixture(zero, st, d)), wants_heldout=wants_at(zero, inner, d))
 
     def finish_round(st: AioliState, d) -> AioliState:
@@ -253,15 +245,15 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
 
     def update(stats: DomainStats, st: AioliState):
         d = st.weights.shape[0]
-        s = st.step
+        step = st.step
         if init_mixer is not None:
-            inner = jax.lax.cond(s < init_steps, lambda i: init_mixer.update(stats, i)[1], lambda i: i, st.inner)
+            inner = jax.lax.cond(step < init_steps, lambda i: init_mixer.update(stats, i)[1], lambda i: i, st.inner)
             st = st._replace(inner=inner)
         meas_D = jnp.asarray(stats.heldout_loss, jnp.float32)
         meas_ok = jnp.asarray(stats.heldout_valid, bool) & jnp.all(jnp.isfinite(meas_D))
-        _, _, c, seg_end, learn_done = phase(s, d)
-        j = st.order[jnp.minimum(c, st.order.shape[0] - 1)]
-        ok = seg_end & st.base_valid & meas_ok
+        ph = phase(step, d)
+        j = st.order[jnp.minimum(ph.segment, st.order.shape[0] - 1)]
+        ok = ph.segment_end & st.base_valid & meas_ok
         drop_D = jnp.where(ok, st.base_loss - meas_D, 0.0)
         st = st._replace(
             beta=st.beta.at[:, j].add(drop_D), n_seg=st.n_seg.at[j].add(ok.astype(jnp.float32)),
@@ -269,10 +261,10 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
             base_valid=jnp.where(st.wants_heldout, meas_ok, st.base_valid))
         if not restart_uniform:  # p^0 = the mixture in use when the init phase ends
             log_w = jnp.log(jnp.maximum(init_weights(st.inner, d), 1e-30))
-            switch = s + 1 == init_steps
+            switch = step + 1 == init_steps
             st = st._replace(logits=jnp.where(switch, log_w, st.logits), log_p0=jnp.where(switch, log_w, st.log_p0))
-        st = jax.lax.cond(learn_done, lambda x: finish_round(x, d), lambda x: x, st)
-        nxt = s + 1
+        st = jax.lax.cond(ph.learn_done, lambda x: finish_round(x, d), lambda x: x, st)
+        nxt = step + 1
         w = normalize(mixture(nxt, st, d))
         st = st._replace(weights=w, step=nxt, wants_heldout=wants_at(nxt, st.inner, d))
         return w, st

@@ -16,6 +16,7 @@ as its first output.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -103,3 +104,129 @@ def check_weights(weights, num_domains: int | None = None, name: str = "weights"
         raise ValueError(f"{name} must not be all zero, got {w.tolist()}")
     return (w / w.sum()).astype(np.float32)
 
+
+def domain_stats(loss_B: Array, domain_B: Array, num_domains: int, step) -> DomainStats:
+    """Reduces per-sequence losses to per-domain sums and counts.
+
+    Correct when the batch is sharded: ``jax.ops.segment_sum`` over the global batch array lets
+    XLA insert the cross-device reduction.
+
+    Args:
+      loss_B: [B] float — each sequence's mean token loss.
+      domain_B: [B] int32 — each sequence's domain id in ``[0, num_domains)``.
+      num_domains: D.
+      step: [] int — the step these losses belong to.
+
+    Returns:
+      ``DomainStats`` with ``loss_sum: [D]`` and ``count: [D]``; non-finite losses are left out
+      of both (they never reach a mixer).
+    """
+    loss_B = loss_B.astype(jnp.float32)
+    ok_B = jnp.isfinite(loss_B)
+    loss_sum_D = jax.ops.segment_sum(jnp.where(ok_B, loss_B, 0.0), domain_B, num_segments=num_domains)
+    count_D = jax.ops.segment_sum(ok_B.astype(jnp.float32), domain_B, num_segments=num_domains)
+    return DomainStats.create(loss_sum_D, count_D, step)
+
+
+def wants_heldout(mixer_state: MixerState) -> Array | bool:
+    """[] bool: whether the next ``update`` of this mixer state needs held-out losses.
+
+    The held-out contract, shared by all mixers: a mixer state may carry a field
+    ``wants_heldout: [] bool`` saying that the NEXT ``update`` needs ``stats.heldout_loss``, the
+    per-domain held-out loss of the model AFTER the train step those stats belong to. The train
+    step calls ``wants_heldout(mixer_state)`` before the update, evaluates the held-out batches
+    under ``lax.cond`` when it is true, and sets ``stats.heldout_valid`` accordingly.
+
+    Reads a ``wants_heldout`` field; a state without one (e.g. a combinator's) is searched for
+    nested NamedTuple states and their answers are OR-ed. When no (nested) state has the field,
+    the answer is the Python constant ``False``, so a trainer can skip compiling the evaluation.
+    """
+    if hasattr(mixer_state, "wants_heldout"):
+        return jnp.asarray(mixer_state.wants_heldout, bool)
+    out = False
+    children = mixer_state if isinstance(mixer_state, (tuple, list)) else ()
+    for child in children:
+        if isinstance(child, tuple):
+            out = out | wants_heldout(child)
+    return out
+
+
+# Argument checks shared by every mixer, the tracker and the combinators. Each returns the value
+# as a plain Python number (or the choice itself) and raises ValueError naming the argument, the
+# bad value and what was expected.
+
+
+def _bounds(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    """``"in [0, 1)"``, ``">= 1"``, ``"> 0"``, ``"<= 1"`` or ``""``: the bounds as text."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """Returns ``value`` as a Python int; ValueError unless it is an integer in ``[low, high]``.
+
+    Python and numpy integers pass; bools, floats (even ``2.0``) and strings do not.
+    """
+    expected = " ".join(filter(None, ["an int", _bounds(low, high)]))
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+    if (low is not None and v < low) or (high is not None and v > high):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(v)
+
+
+def check_num_domains(num_domains) -> int:
+    """Returns ``num_domains`` as a Python int >= 1; ValueError naming a bad value."""
+    return check_int("num_domains", num_domains, low=1)
+
+
+def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, finite: bool = False) -> float:
+    """Returns ``value`` as a float; ValueError unless it is a number within the given bounds.
+
+    Args:
+      name: the argument's name, as the error message should show it.
+      value: the value to check (anything ``float()`` accepts; NaN never passes).
+      low: lower bound, or None.
+      high: upper bound, or None.
+      low_open: the lower bound itself is excluded (``> low`` instead of ``>= low``).
+      high_open: the upper bound itself is excluded.
+      finite: also reject +-inf.
+    """
+    bounds = _bounds(low, high, low_open, high_open)
+    expected = ("lie " if bounds.startswith("in ") else "be ") + (bounds or "a number")
+    if finite:
+        expected = "be finite and " + expected.removeprefix("be ") if bounds else "be a finite number"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must {expected}, got {value!r}") from None
+    ok = v == v and (not finite or abs(v) != float("inf"))
+    if low is not None:
+        ok = ok and (v > low if low_open else v >= low)
+    if high is not None:
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        raise ValueError(f"{name} must {expected}, got {value!r}")
+    return v
+
+
+def check_fraction(name: str, value, *, low_open: bool = False, high_open: bool = False) -> float:
+    """``check_number`` on ``[0, 1]``, each end closed unless ``low_open`` / ``high_open``."""
+    return check_number(name, value, low=0.0, high=1.0, low_open=low_open, high_open=high_open)
+
+
+def check_choice(name: str, value, choices):
+    """Returns ``value`` if it is one of ``choices``; else ValueError listing them."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

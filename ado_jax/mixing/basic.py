@@ -9,31 +9,19 @@ They ignore what training observes, so their state is just the weights::
 
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ado_jax.mixing.base import DomainStats, Mixer, check_weights
+from ado_jax.mixing.base import DomainStats, Mixer, check_num_domains, check_weights
 
 
 class WeightsState(NamedTuple):
     """State of a fixed mixer. ``weights: [D] float32`` on the simplex."""
 
     weights: jax.Array
-
-
-def check_num_domains(num_domains) -> int:
-    """Returns ``num_domains`` as a positive Python int; raises ValueError naming a bad value."""
-    try:
-        d = operator.index(num_domains)
-    except TypeError:
-        raise ValueError(f"num_domains must be a positive int, got {num_domains!r}") from None
-    if d < 1:
-        raise ValueError(f"num_domains must be a positive int, got {d}")
-    return d
 
 
 def _fixed(w_D: np.ndarray, name: str) -> Mixer:

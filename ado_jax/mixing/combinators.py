@@ -18,8 +18,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from ado_jax.mixing.base import DomainStats, Mixer, normalize
-from ado_jax.mixing.basic import check_num_domains, static
+from ado_jax.mixing.base import DomainStats, Mixer, check_fraction, check_int, check_num_domains, normalize
+from ado_jax.mixing.basic import static
 
 
 def floor_probability(p_D: jax.Array, min_prob: float) -> jax.Array:
@@ -48,19 +48,6 @@ def floor_probability(p_D: jax.Array, min_prob: float) -> jax.Array:
     return normalize(w_D)
 
 
-def _check_fraction(value, name: str, low_ok: bool, high_ok: bool) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    lo = v >= 0.0 if low_ok else v > 0.0
-    hi = v <= 1.0 if high_ok else v < 1.0
-    if not (lo and hi):
-        interval = ("[" if low_ok else "(") + "0, 1" + ("]" if high_ok else ")")
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
-    return v
-
-
 class FloorState(NamedTuple):
     """``weights: [D]`` floored weights; ``inner``: the wrapped mixer's state."""
 
@@ -73,7 +60,7 @@ def with_floor(mixer: Mixer, min_prob: float) -> Mixer:
 
     Raises ValueError if ``min_prob`` is outside [0, 1], or at ``init`` if ``min_prob * D > 1``.
     """
-    m = _check_fraction(min_prob, "with_floor min_prob", True, True)
+    m = check_fraction("with_floor min_prob", min_prob)
 
     def init(num_domains) -> FloorState:
         d = check_num_domains(num_domains)
@@ -103,7 +90,7 @@ def ema(mixer: Mixer, decay: float) -> Mixer:
     Starts from the inner mixer's initial weights (so there is no bias to correct).
     Raises ValueError unless ``0 <= decay < 1``.
     """
-    g = _check_fraction(decay, "ema decay", True, False)
+    g = check_fraction("ema decay", decay, high_open=True)
 
     def init(num_domains) -> EmaState:
         inner = mixer.init(check_num_domains(num_domains))
@@ -179,10 +166,5 @@ def warmup(static_mixer, adaptive_mixer: Mixer, steps: int) -> Mixer:
 
     Raises ValueError if ``steps`` is not a non-negative int.
     """
-    try:
-        n = operator.index(steps)
-    except TypeError:
-        raise ValueError(f"warmup steps must be a non-negative int, got {steps!r}") from None
-    if n < 0:
-        raise ValueError(f"warmup steps must be a non-negative int, got {n}")
+    n = check_int("warmup steps", steps, low=0)
     return schedule([n], [static_mixer, adaptive_mixer])

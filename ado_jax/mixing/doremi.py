@@ -9,8 +9,9 @@ stratified mixture):
     α_t     = (1 − c) α'_t / Σ_i α'_t[i] + c u                       (smoothing with uniform u)
 
 and the averaged ``ᾱ = (1/T) Σ_t α_t`` is what DoReMi hands to its final run (kept here in
-``state.avg_weights``). Xie et al. use η = 1, c = 1e-3; the Aioli paper (Chen et al. 2024, Tables
-13–18) tunes η = 0.01 and frames DoReMi as a linear dynamic mixing law with diagonal
+``state.avg_weights``). Xie et al. use η = 1, c = 1e-3; the Aioli paper (Chen et al. 2024, "Aioli:
+A Unified Optimization Framework for Language Model Data Mixing", arXiv:2411.05735, Tables 13–18)
+tunes η = 0.01 and frames DoReMi as a linear dynamic mixing law with diagonal
 ``A^t_ii = max(ℓ^t_train,i − ℓ_train,i(f_ref), 0)`` (Theorem 1, Prop. 2).
 
 Differences from Xie et al.: they clip the excess per token and weight the training loss by α;
@@ -30,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ado_jax.mixing.base import DomainStats, Mixer, normalize
-from ado_jax.mixing.basic import check_num_domains
+from ado_jax.mixing.base import (DomainStats, Mixer, check_fraction, check_int, check_num_domains, check_number,
+                                 normalize)
 
 
 class DoReMiState(NamedTuple):
@@ -62,13 +63,9 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
     if not np.all(np.isfinite(ref)):
         raise ValueError(f"reference_losses must be finite, got {ref.tolist() if ref.size < 50 else 'non-finite'}")
     ref_SD = jnp.asarray(ref.reshape(-1, ref.shape[-1]))
-    if not (np.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta must be finite and >= 0, got {eta!r}")
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
-    if int(every) < 1:
-        raise ValueError(f"every must be >= 1, got {every!r}")
-    every = int(every)
+    check_number("eta", eta, low=0.0, finite=True)
+    check_fraction("smoothing", smoothing)
+    every = check_int("every", every, low=1)
 
     def wants(step):
         return jnp.asarray(use_heldout) & ((step + 1) % every == 0)

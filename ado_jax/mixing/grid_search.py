@@ -1,5 +1,8 @@
 """Grid search over static mixtures (the "GS" baseline of the Aioli paper, §6).
 
+Aioli: "Aioli: A Unified Optimization Framework for Language Model Data Mixing" (Chen et al. 2024,
+arXiv:2411.05735).
+
 Evaluate a user callback (e.g. a short training run, or a simulator run) at points of the
 simplex and keep the best::
 
@@ -78,7 +81,8 @@ def grid_search(evaluate: Callable, num_domains: int | None = None, *, resolutio
     else:
         pts = np.asarray(points, np.float64)
         if pts.ndim != 2 or pts.shape[0] == 0 or not np.all(np.isfinite(pts)) or np.any(pts < 0):
-            raise ValueError(f"points must be a non-empty [N, D] array of non-negative finite values, got shape {pts.shape}")
+            raise ValueError(f"points must be a non-empty [N, D] array of non-negative finite values, "
+                             f"got shape {pts.shape}")
         sums = pts.sum(axis=1, keepdims=True)
         if np.any(sums <= 0):
             raise ValueError("every row of points must have a positive sum")

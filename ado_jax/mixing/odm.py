@@ -1,7 +1,8 @@
 """Online Data Mixing (ODM; Albalak et al. 2023, "Efficient online data mixing for LM pre-training").
 
 ODM treats each domain as an arm of a multi-armed bandit and runs EXP3 with the training loss
-as the reward. As the Aioli paper (Chen et al. 2024, App. B.1) writes its update, for K domains:
+as the reward. As the Aioli paper (Chen et al. 2024, "Aioli: A Unified Optimization Framework for
+Language Model Data Mixing", arXiv:2411.05735, App. B.1) writes its update, for K domains:
 
     ε_t      = min(1/K, sqrt(ln K / (K t)))                                   (exploration rate)
     π_t(j)   = (1 − K ε_t) exp(ε_{t−1} R_j) / Σ_i exp(ε_{t−1} R_i) + ε_t
@@ -28,8 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
-from ado_jax.mixing.basic import check_num_domains
+from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_num_domains, check_number,
+                                 check_weights, normalize)
 
 
 class ODMState(NamedTuple):
@@ -61,14 +62,10 @@ def odm(*, reward: str = "smoothed", alpha: float = 0.9, reward_scale: float = 1
       importance: ``"batch"`` (probability the domain is in the batch) or ``"reference"`` (π_j).
       p_init: [D] initial mixture (default uniform); ODM's first step uses it as π_0.
     """
-    if reward not in ("smoothed", "cumulative"):
-        raise ValueError(f"reward must be 'smoothed' or 'cumulative', got {reward!r}")
-    if importance not in ("batch", "reference"):
-        raise ValueError(f"importance must be 'batch' or 'reference', got {importance!r}")
-    if not 0.0 <= float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-    if not (math.isfinite(reward_scale) and reward_scale > 0):
-        raise ValueError(f"reward_scale must be finite and > 0, got {reward_scale!r}")
+    check_choice("reward", reward, ("smoothed", "cumulative"))
+    check_choice("importance", importance, ("batch", "reference"))
+    check_fraction("alpha", alpha, high_open=True)
+    check_number("reward_scale", reward_scale, low=0.0, low_open=True, finite=True)
     p0 = None if p_init is None else check_weights(p_init, name="p_init")
 
     def init(num_domains) -> ODMState:

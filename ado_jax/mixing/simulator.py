@@ -2,7 +2,8 @@
 
 Two environments, both ``eqx.Module`` s with fixed shapes (jit / vmap over seeds / scan):
 
-- ``LinearLawEnv``: the linear dynamic mixing law of Aioli (Chen et al. 2024, eq. 2 with σ = Id)
+- ``LinearLawEnv``: the linear dynamic mixing law of Aioli (Chen et al. 2024, "Aioli: A Unified
+  Optimization Framework for Language Model Data Mixing", arXiv:2411.05735, eq. 2 with σ = Id)
   ``L^{t+1} = L^t - A p^t (+ process noise)``, ``A: [D, D]`` known, so estimates can be checked.
 - ``PowerLawEnv``: per-domain power laws with cross-domain transfer,
   ``L_i = eps_i + beta_i (1 + sum_j T_ij n_j / scale)^(-alpha_i)`` where ``n_j`` counts the
@@ -22,8 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax.mixing.aioli import wants_heldout
-from ado_jax.mixing.base import DomainStats, Mixer
+from ado_jax.mixing.base import DomainStats, Mixer, wants_heldout
 
 Array = jax.Array
 

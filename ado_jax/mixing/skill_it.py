@@ -1,5 +1,7 @@
 """Skill-It (Chen et al. 2023, "Skill-it! A data-driven skills framework for understanding and
-training language models"), online data selection, as framed in the Aioli paper (§3.3.2).
+training language models"), online data selection, as framed in the Aioli paper (Chen et al.
+2024, "Aioli: A Unified Optimization Framework for Language Model Data Mixing", arXiv:2411.05735,
+§3.3.2).
 
 A skills graph ``A^SG [D, D]`` is learned beforehand from D extra runs, run j trained on
 domain j only (Aioli paper, §3.3.2):
@@ -27,8 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ado_jax.mixing.base import DomainStats, Mixer, check_weights, normalize
-from ado_jax.mixing.basic import check_num_domains
+from ado_jax.mixing.base import DomainStats, Mixer, check_int, check_num_domains, check_number, check_weights, normalize
 
 
 class SkillItState(NamedTuple):
@@ -81,19 +82,15 @@ def skill_it(graph, total_steps: int | None = None, *, rounds: int = 10, round_s
     if g_DD.ndim != 2 or g_DD.shape[0] != g_DD.shape[1] or not np.all(np.isfinite(g_DD)):
         raise ValueError(f"graph must be a finite [D, D] matrix, got shape {g_DD.shape}")
     d_graph = g_DD.shape[0]
-    if int(rounds) < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    rounds = check_int("rounds", rounds, low=1)
     if round_steps is None:
         if total_steps is None:
             raise ValueError("skill_it needs total_steps or round_steps, got neither")
-        round_steps = int(total_steps) // int(rounds)
-    if int(round_steps) < 1:
-        raise ValueError(f"round_steps must be >= 1, got {round_steps!r} (total_steps // rounds)")
-    if window is not None and int(window) < 1:
-        raise ValueError(f"window must be >= 1 or None, got {window!r}")
-    if not (np.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta must be finite and >= 0, got {eta!r}")
-    rounds, round_steps = int(rounds), int(round_steps)
+        round_steps = int(total_steps) // rounds
+    round_steps = check_int("round_steps (total_steps // rounds)", round_steps, low=1)
+    if window is not None:
+        check_int("window (or None)", window, low=1)
+    check_number("eta", eta, low=0.0, finite=True)
     slots = int(window) if window is not None else 1  # window None: one slot holds the running sum
     p0 = np.full((d_graph,), 1.0 / d_graph, np.float32) if p_init is None else check_weights(p_init, d_graph, "p_init")
     log_p0 = jnp.log(jnp.maximum(jnp.asarray(p0), 1e-30))

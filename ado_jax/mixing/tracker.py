@@ -1,12 +1,13 @@
 """Per-domain loss tracker: segment sums, EMAs and a fixed-size history for the fitter (jittable).
 
-``domain_stats`` reduces a batch's per-sequence losses to per-domain sums and counts; it is
-correct when the batch is sharded: ``jax.ops.segment_sum`` over the global batch array lets XLA
-insert the cross-device reduction.
+``domain_stats`` (defined in ``mixing.base``, re-exported here) reduces a batch's per-sequence
+losses to per-domain sums and counts; it is correct when the batch is sharded:
+``jax.ops.segment_sum`` over the global batch array lets XLA insert the cross-device reduction.
 
 ``loss_tracker(...)`` is an Optax-like ``Tracker(init, update)`` over a ``TrackerState`` that
 keeps, per domain, an EMA of the mean loss and the learning curve ``(n, loss)`` the ADO fitter
-needs, where ``n`` is the total number of sequences seen so far (all domains; ADO paper §3.1).
+needs, where ``n`` is the total number of sequences seen so far (all domains; §3.1 of ADO,
+"Adaptive Data Optimization: Dynamic Sample Selection with Scaling Laws", arXiv:2410.11820).
 
 History layout — a *strided buffer that doubles its stride when full*: ``H`` slots; slot ``i``
 covers steps ``[skip_first + i * stride, skip_first + (i + 1) * stride)``. Starting from
@@ -33,27 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ado_jax.mixing.base import DomainStats
-
-
-def domain_stats(loss_B: jax.Array, domain_B: jax.Array, num_domains: int, step) -> DomainStats:
-    """Reduces per-sequence losses to per-domain sums and counts.
-
-    Args:
-      loss_B: [B] float — each sequence's mean token loss.
-      domain_B: [B] int32 — each sequence's domain id in ``[0, num_domains)``.
-      num_domains: D.
-      step: [] int — the step these losses belong to.
-
-    Returns:
-      ``DomainStats`` with ``loss_sum: [D]`` and ``count: [D]``; non-finite losses are left out
-      of both (they never reach a mixer).
-    """
-    loss_B = loss_B.astype(jnp.float32)
-    ok_B = jnp.isfinite(loss_B)
-    loss_sum_D = jax.ops.segment_sum(jnp.where(ok_B, loss_B, 0.0), domain_B, num_segments=num_domains)
-    count_D = jax.ops.segment_sum(ok_B.astype(jnp.float32), domain_B, num_segments=num_domains)
-    return DomainStats.create(loss_sum_D, count_D, step)
+from ado_jax.mixing.base import DomainStats, check_choice, check_int, check_num_domains, check_number
+from ado_jax.mixing.base import domain_stats as domain_stats  # re-exported: defined in mixing.base
 
 
 class TrackerState(NamedTuple):
@@ -98,12 +80,6 @@ def savgol_coeffs(window: int, order: int) -> np.ndarray:
     return np.linalg.pinv(vander)[0].astype(np.float32)
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def loss_tracker(*, ema_decay: float = 0.9, history_len: int = 512, skip_first: int = 500,
                  subsample_every: int = 10, reduce: str = "sample", smoothing: str | None = None,
                  savgol_window: int = 101, savgol_order: int = 3) -> Tracker:
@@ -117,25 +93,21 @@ def loss_tracker(*, ema_decay: float = 0.9, history_len: int = 512, skip_first: 
       reduce: "sample" (paper: one step per slot) or "mean" (average of the slot's steps).
       smoothing: None (paper) or "savgol" (reference: window 101, order 3).
     """
-    if not 0.0 <= float(ema_decay) < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
-    h = _check_int(history_len, "history_len", 2)
+    decay = check_number("ema_decay", ema_decay, low=0.0, high=1.0, high_open=True)
+    h = check_int("history_len", history_len, low=2)
     if h % 2:
         raise ValueError(f"history_len must be even (slots merge in pairs), got {h}")
-    skip = _check_int(skip_first, "skip_first", 0)
-    every = _check_int(subsample_every, "subsample_every", 1)
-    if reduce not in ("sample", "mean"):
-        raise ValueError(f"reduce must be 'sample' or 'mean', got {reduce!r}")
-    if smoothing not in (None, "savgol"):
-        raise ValueError(f"smoothing must be None or 'savgol', got {smoothing!r}")
-    win = _check_int(savgol_window, "savgol_window", 1) if smoothing else 1
-    if smoothing and (win % 2 == 0 or _check_int(savgol_order, "savgol_order", 0) >= win):
+    skip = check_int("skip_first", skip_first, low=0)
+    every = check_int("subsample_every", subsample_every, low=1)
+    check_choice("reduce", reduce, ("sample", "mean"))
+    check_choice("smoothing", smoothing, (None, "savgol"))
+    win = check_int("savgol_window", savgol_window, low=1) if smoothing else 1
+    if smoothing and (win % 2 == 0 or check_int("savgol_order", savgol_order, low=0) >= win):
         raise ValueError(f"savgol needs an odd window > order, got window={win}, order={savgol_order}")
     coeffs_W = jnp.asarray(savgol_coeffs(win, savgol_order) if smoothing else np.ones(1), jnp.float32)
-    decay = float(ema_decay)
 
     def init(num_domains: int) -> TrackerState:
-        d = _check_int(num_domains, "num_domains", 1)
+        d = check_num_domains(num_domains)
         z_D, z_HD = jnp.zeros((d,), jnp.float32), jnp.zeros((h, d), jnp.float32)
         return TrackerState(
             n=jnp.zeros((), jnp.int32), ema=z_D, ema_norm=z_D, last=jnp.full((d,), jnp.nan, jnp.float32),

@@ -1,6 +1,7 @@
-"""Synthetic tasks of paper 000 as pure, jittable streams, with reference estimators.
+"""Synthetic tasks as pure, jittable streams, with reference estimators.
 
-``ICLRegression`` (in-context linear regression), ``SparseParity``, ``Facts`` — each has
+The three tasks of "Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic
+Tasks": ``ICLRegression`` (in-context linear regression), ``SparseParity``, ``Facts`` — each has
 ``init(key)``, ``next(state, weights_D=None)`` over its task-like domains; ``estimators`` has
 ridge / discrete-Bayes (eq. 6) predictors and the accuracies; ``tasks.make_task`` bundles a
 stream with its model, loss and eval for ``ado_jax.synthetic.train``.

@@ -1,4 +1,5 @@
-"""Reference solutions and metrics for the synthetic tasks (paper 000 eqs. 3 and 6).
+"""Reference solutions and metrics for the synthetic tasks (eqs. 3 and 6 of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 All ICL estimators predict every position of a sequence from its *prefix*: the prediction for
 ``y_i`` uses ``(x_1, y_1) .. (x_{i-1}, y_{i-1})`` and ``x_i`` (prompt lengths 0..N-1, eq. 2).

@@ -1,4 +1,5 @@
-"""Fact memorization (paper 000 §2.3, App. B.3) as a pure, jittable token stream.
+"""Fact memorization as a pure, jittable token stream (§2.3, App. B.3 of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 A synthetic language of subject, relation, answer and noise tokens; a fixed ground truth
 ``phi(s, r)`` (drawn once from the init key) picks an answer for every (subject, relation), from
@@ -115,5 +116,5 @@ class Facts(eqx.Module):
 
 
 def paper_preset(**overrides) -> Facts:
-    """Paper 000 §2.3 / App. B.3: 100 subjects, batch 64 (other counts are our defaults)."""
+    """The paper's §2.3 / App. B.3: 100 subjects, batch 64 (other counts are our defaults)."""
     return Facts(**{**dict(num_subjects=100, batch_size=64), **overrides})

@@ -1,4 +1,5 @@
-"""A compact GPT-2-style causal transformer for the synthetic tasks (paper 000 App. B).
+"""A compact GPT-2-style causal transformer for the synthetic tasks (App. B of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 Differences from the paper's GPT-2 (HuggingFace) models, on purpose and documented in
 docs/synthetic.md: no dropout, no weight tying, pre-LayerNorm blocks with learned absolute

@@ -1,4 +1,5 @@
-"""In-context linear regression (paper 000 §2.1, App. B.1) as a pure, jittable stream.
+"""In-context linear regression as a pure, jittable stream (§2.1, App. B.1 of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 Each sequence holds ``num_points`` pairs ``(x_i, y_i)`` with ``x_i ~ N(0, I_d)``,
 ``y_i = <w, x_i> + eps_i``, ``eps_i ~ N(0, noise_std^2)``. The task vector ``w`` is drawn
@@ -125,7 +126,7 @@ class ICLRegression(eqx.Module):
 
 
 def paper_preset(**overrides) -> ICLRegression:
-    """Paper 000 App. B.1: d = 20, 41 points, noise 1, batch 128, infinite Gaussian tasks."""
+    """The paper's App. B.1: d = 20, 41 points, noise 1, batch 128, infinite Gaussian tasks."""
     return ICLRegression(**{**dict(dim=20, num_points=41, noise_std=1.0, batch_size=128), **overrides})
 
 

@@ -1,5 +1,6 @@
-"""The sparse-parity MLP (paper 000 App. B.2): three linear layers, hidden width 40, ReLU.
+"""The sparse-parity MLP: three linear layers, hidden width 40, ReLU.
 
+App. B.2 of "Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks":
 "A three layer MLP with hidden layers of dimension 40, mapping R^20 -> R^1": we read this as
 Linear(d, 40) - ReLU - Linear(40, 40) - ReLU - Linear(40, 1), PyTorch-style uniform init
 (Equinox's default). The last layer is ``layers[-1]`` (the readout, for freezing).

@@ -1,4 +1,5 @@
-"""Sparse parity (paper 000 §2.2, App. B.2, C.3) as a pure, jittable stream.
+"""Sparse parity as a pure, jittable stream (§2.2, App. B.2, C.3 of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 Inputs are points of the hypercube written as ``{-1, +1}^d`` (the paper writes ``{0, 1}^d`` but
 then the product of bits is an AND, not a parity; we use the standard +-1 encoding of Barak et
@@ -134,5 +135,5 @@ class SparseParity(eqx.Module):
 
 
 def paper_preset(**overrides) -> SparseParity:
-    """Paper 000 App. B.2: d = 20, k = 6, batch 20 (50k steps -> 1e6 examples when finite)."""
+    """The paper's App. B.2: d = 20, k = 6, batch 20 (50k steps -> 1e6 examples when finite)."""
     return SparseParity(**{**dict(dim=20, k=6, batch_size=20), **overrides})

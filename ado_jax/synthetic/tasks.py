@@ -103,7 +103,7 @@ def facts_task(stream: Facts, dim=64, layers=2, heads=4, lr=3e-4) -> Task:
 
 
 def make_task(name: str, preset: str = "cpu", model: dict | None = None, **stream_cfg) -> Task:
-    """Builds a task. ``preset="paper"`` = paper 000 App. B sizes; ``"cpu"`` = docs/synthetic.md.
+    """Builds a task. ``preset="paper"`` = the paper's App. B sizes; ``"cpu"`` = docs/synthetic.md.
 
     ``stream_cfg`` overrides stream fields (e.g. ``num_tasks``, ``cov_beta``, ``num_examples``);
     ``model`` overrides model / optimizer fields (``dim``, ``layers``, ``heads``, ``lr``, ...).

@@ -19,8 +19,7 @@ import optax
 
 from ado_jax.synthetic.tasks import Task
 from ado_jax.synthetic.interventions import diversity, optimization
-from ado_jax.mixing.base import Mixer
-from ado_jax.mixing.tracker import domain_stats
+from ado_jax.mixing.base import Mixer, domain_stats
 
 Array = jax.Array
 
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
 
     p = argparse.ArgumentParser(prog="ado-jax train --task")
     p.add_argument("--task", required=True, choices=["icl_regression", "sparse_parity", "facts"],
-                   help="which synthetic task of paper 000 to train")
+                   help="which synthetic task to train")
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper"],
                    help="cpu: shrunk setup that runs in minutes; paper: the paper's exact sizes")
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps per seed")

@@ -1,4 +1,7 @@
-"""Shared helpers for the paper-000 figure scripts: run sweeps, save JSON + PNG atomically."""
+"""Shared helpers for the data-diversity figure scripts: run sweeps, save JSON + PNG atomically.
+
+The figures are those of "Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Paper 000 fact-memorization figures at CPU scale.
+"""Fact-memorization figures of "Lowering Data Diversity can Accelerate Training: Case Studies in
+Synthetic Tasks" at CPU scale.
 
 Paper: 100 subjects, 6 layers x 6 heads x 192, Adam(0.9, 0.95) lr 5e-5, batch 64. CPU scale
 (docs/synthetic.md): 100 subjects x 4 relations (16 answers each), 64 noise tokens, 2 noise

@@ -1,4 +1,5 @@
-"""Paper 000 in-context linear regression figures at CPU scale.
+"""In-context linear regression figures of "Lowering Data Diversity can Accelerate Training: Case
+Studies in Synthetic Tasks" at CPU scale.
 
 Paper: d = 20, 41 points, GPT-2 256 x 12 x 8, Adam 1e-4, batch 128. CPU scale (docs/synthetic.md):
 d = 5, 10 points, noise 1, a 2-layer 32-wide 2-head TaskGPT, Adam 1e-3, batch 64, 3000 steps,

@@ -1,12 +1,17 @@
-"""Paper 000 sparse-parity figures at CPU scale (the paper's exact setup, fewer steps).
+"""Sparse-parity figures of "Lowering Data Diversity can Accelerate Training: Case Studies in
+Synthetic Tasks" at CPU scale (the paper's exact setup, fewer steps).
 
 d = 20, k = 6, 3-layer MLP (2 x 40 hidden), SGD lr 0.1, batch 20, MSE, 5 seeds; the training
 set is steps x batch examples for the full 50k-step run (1e6), as in §4.1. We run 20k steps
 (learning happens in the first ~5k) and evaluate every 250 steps on 2048 fresh points.
 
 Figures: 2 (gradient bias), 4 (subsample rho), 5 (Zipf over batches), 7 (curriculum),
-10 (staircase), plus "sam" (paper 003) and "select" (paper 001 max-min subset vs random, and
-paper 003 upsampling of late-learned examples on a fixed 20k-example dataset).
+10 (staircase), plus "sam" (SAM, from "Data Distribution as a Lever for Guiding Optimizers
+Toward Superior Generalization in LLMs", Gangavarapu et al.) and "select" (max-min subset vs
+random, from "Data Uniformity Improves Training Efficiency and More, with a Convergence
+Framework Beyond the NTK Regime", arXiv:2506.24120, and upsampling of late-learned examples
+(Gangavarapu et al.) on a fixed 20k-example dataset). Plot labels keep the short names
+"paper 001" (data uniformity) and "paper 003" (Gangavarapu et al.) of the saved results.
 Usage: python experiments/diversity/parity.py [--steps 20000] [--only fig4,fig5,fig2,fig7,fig10,sam,select]
 """
 
@@ -84,8 +89,8 @@ def run(args):
         out["sam"] = save("sam_parity", "Sparse parity: SAM (paper 003) vs SGD",
                           np.arange(0, steps + 1, every), curves, "test_acc", THRESH, below=False)
     if want("select"):
-        # a 20k-example dataset, one domain per example: random vs max-min (paper 001) 5k subsets,
-        # and the full set with late-learned upsampling (paper 003) from step 1000
+        # a 20k-example dataset, one domain per example: random vs max-min (data uniformity) 5k subsets,
+        # and the full set with late-learned upsampling (Gangavarapu et al.) from step 1000
         n, m = 20_000, 5_000
         task = make_task("sparse_parity", num_examples=n, num_chunks=n, data_seed=0)  # one dataset, all seeds
         data_key = task.stream.init(jax.random.PRNGKey(0)).data_key

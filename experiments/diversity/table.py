@@ -1,7 +1,8 @@
 """Steps-to-threshold table (markdown) from experiments/diversity/results/*.json.
 
 For each figure and run: the first eval step where each seed's curve crosses the
-threshold; we report the mean over the seeds that reached it and how many did. Usage: python experiments/diversity/table.py > table.md
+threshold; we report the mean over the seeds that reached it and how many did.
+Usage: python experiments/diversity/table.py > table.md
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     python experiments/mixing/run.py [--seeds 0 1 2] [--mixers aioli ...] [--steps 200]
 
 Trains natural, balanced, ADO, Aioli, DoReMi (reference = the same seed's balanced run's final
-per-domain held-out losses; η = 1 as in Xie et al., and η = 0.01 as tuned in the Aioli paper) and ODM with `ado-jax train --config demo`, merges the runs into
+per-domain held-out losses; η = 1 as in Xie et al., and η = 0.01 as tuned in the Aioli paper,
+arXiv:2411.05735) and ODM with `ado-jax train --config demo`, merges the runs into
 experiments/mixing/results.json (runs already there at the same budget are kept, so seeds and
 mixers can be run a few at a time; the file is rewritten atomically after every run), prints two
 markdown tables — one row per run, and mean ± sample std over seeds per mixer — and draws

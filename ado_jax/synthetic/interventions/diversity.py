@@ -1,4 +1,5 @@
-"""Diversity-lowering data interventions of paper 000 §4 and App. A, as mixture weights.
+"""Diversity-lowering data interventions as mixture weights (§4 and App. A of
+"Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic Tasks").
 
 Every synthetic stream exposes its "tasks" as domains (ICL: pool tasks; parity: dataset chunks
 or fixed batches; facts: subjects), so each intervention here is a weights vector ``[D]`` or a

@@ -1,12 +1,16 @@
-"""Optimization interventions of paper 000 §3 / App. C and paper 003, Optax-style.
+"""Optimization interventions, Optax-style.
+
+From §3 / App. C of "Lowering Data Diversity can Accelerate Training: Case Studies in Synthetic
+Tasks" (the data-diversity paper) and, for SAM, "Data Distribution as a Lever for Guiding
+Optimizers Toward Superior Generalization in LLMs" (Gangavarapu et al.).
 
 * ``gradient_bias(gamma, every)`` — step with ``g_t + gamma * g_bias``, ``g_bias`` = the batch
   gradient stored every ``every`` steps (paper: n = 100 ICL / parity, 25 facts). Chain it before
   the optimizer: ``optax.chain(gradient_bias(0.1, 100), optax.sgd(0.1))``.
 * ``pcgrad(grads_B, key)`` — PCGrad (Yu et al. 2020) over per-example gradients: each ``g_i`` is
   projected off every other ``g_j`` (random order) it conflicts with (``g_i . g_j < 0``), then
-  averaged. Paper 000's text writes the projection without the conflict test; ``always=True``
-  projects unconditionally.
+  averaged. The data-diversity paper's text writes the projection without the conflict test;
+  ``always=True`` projects unconditionally.
 * ``sam(optimizer, rho)`` — SAM through ``optax.contrib.sam`` in opaque mode (one call = ascent
   + descent); call ``update(g, state, params, grad_fn=lambda p, _: grad(p))``.
 * ``freeze(optimizer, params, pred)`` — zero updates for leaves whose path matches (frozen

@@ -1,11 +1,13 @@
-"""Data-uniformity selection (paper 001): pick a subset with a large minimum pairwise distance.
+"""Data-uniformity selection: pick a subset with a large minimum pairwise distance.
 
-Paper 001 shows that a more uniform subset — a larger ``h_min``, the smallest distance between
-two selected points — speeds up gradient descent, and selects data "by maximizing pairwise
-distance". Exact max-min subset selection is NP-hard; we use greedy farthest-point selection
-(Gonzalez), a 2-approximation of the optimal ``h_min``: start from one point, repeatedly add the
-point farthest from the selected set. Works on any features (embeddings, raw inputs, task
-vectors); the chosen indices become the training subset (uniform weights over them).
+"Data Uniformity Improves Training Efficiency and More, with a Convergence Framework Beyond the
+NTK Regime" (arXiv:2506.24120) shows that a more uniform subset — a larger ``h_min``, the
+smallest distance between two selected points — speeds up gradient descent, and selects data
+"by maximizing pairwise distance". Exact max-min subset selection is NP-hard; we use greedy
+farthest-point selection (Gonzalez), a 2-approximation of the optimal ``h_min``: start from one
+point, repeatedly add the point farthest from the selected set. Works on any features
+(embeddings, raw inputs, task vectors); the chosen indices become the training subset (uniform
+weights over them).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Upsampling examples that are learned late (paper 003), as mixture weights.
+"""Upsampling examples that are learned late, as mixture weights.
 
-Paper 003 (only its abstract is in ``papers/``) argues that SAM learns "harder" features more
+"Data Distribution as a Lever for Guiding Optimizers Toward Superior Generalization in LLMs"
+(Gangavarapu et al.; we worked from its abstract) argues that SAM learns "harder" features more
 evenly than GD, and that *changing the data distribution* — upsampling the examples that are
 not learned early in training — gets part of SAM's benefit at GD's cost. We implement that
 recipe over any stream's domains (examples, chunks, tasks, subjects):
