@@ -49,21 +49,23 @@ def cmd_eval(args) -> int:
     from ado_jax.data import setup as data_setup
     from ado_jax.mixing.from_config import build_mixer
 
-    cfg = _load(args)
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = data_setup.data_vocab_size(cfg)
+    cfg = data_setup.resolve_vocab_size(_load(args))
     ckpt = checkpoint.Checkpointer(f"{args.run_dir}/checkpoints")
     step = ckpt.latest_step()
     if step is None:
         raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
     mesh = sharding.make_mesh(cfg.mesh)
-    stream, heldout = data_setup.train_stream(cfg), data_setup.heldout_stream(cfg)
-    mixer, opt = build_mixer(cfg.mixer, stream.sizes(), cfg.train.decay_steps, cfg.train.seed), train.make_optimizer(cfg.train)
-    abstract = jax.eval_shape(lambda k: train.init_state(cfg, opt, mixer, stream.init(k), stream.num_domains, k),
-                              jax.random.PRNGKey(0))
+    loader, heldout = data_setup.train_loader(cfg, mesh), data_setup.heldout_stream(cfg)
+    mixer = build_mixer(cfg.mixer, loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
+    opt = train.make_optimizer(cfg.train)
+    D = len(loader.names)
+    # The state's shape, stream state included (a host loader's differs from an in-step stream's).
+    abstract = jax.eval_shape(
+        lambda k: train.init_state(cfg.model, opt, mixer, loader.init_state(k, mixer.init(D).weights), D, k),
+        jax.random.PRNGKey(0))
     state, _ = ckpt.restore(abstract, train.state_shardings(abstract, mesh), step)
     losses_D = np.asarray(train.evaluate(state.model, heldout.fixed_batches(args.batches)))
-    print(json.dumps({"step": step, "eval_loss": dict(zip(stream.names, losses_D.tolist())),
+    print(json.dumps({"step": step, "eval_loss": dict(zip(loader.names, losses_D.tolist())),
                       "eval_loss_mean": float(losses_D.mean())}))
     return 0
 

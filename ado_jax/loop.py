@@ -81,42 +81,43 @@ def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) ->
 
 
 def run(cfg: Config, run_dir: str) -> dict:
-    """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record."""
+    """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record.
+
+    ``cfg`` is not changed: the run uses (and writes to ``config.json`` and every checkpoint) a
+    copy with ``model.vocab_size`` resolved from the data when it is 0. The training data is one
+    ``Loader`` (``ado_jax.data.base``), sampled in the step or on the host per ``data.loader``."""
     sharding.maybe_initialize_distributed()
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = data_setup.data_vocab_size(cfg)
+    cfg = data_setup.resolve_vocab_size(cfg)
     validate(cfg, jax.device_count())
     run_path = epath.Path(run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(cfg.mesh)
-    host = data_setup.HostLoader(cfg, mesh) if cfg.data.loader == "host" else None
-    stream = None if host else data_setup.train_stream(cfg)
+    loader = data_setup.train_loader(cfg, mesh)
     heldout = data_setup.heldout_stream(cfg)
-    names = host.names if host else stream.names
-    mixer = build_mixer(cfg.mixer, (host.source if host else stream).sizes(), cfg.train.decay_steps, cfg.train.seed)
+    names = loader.names
+    mixer = build_mixer(cfg.mixer, loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
     optimizer = train.make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
-    stream_state = host.init_state(mixer.init(len(names)).weights) if host else stream.init(key_data)
-    state = train.create_state(cfg, optimizer, mixer, stream_state, len(names), key_model, mesh)
+    stream_state = loader.init_state(key_data, mixer.init(len(names)).weights)
+    state = train.create_state(cfg.model, optimizer, mixer, stream_state, len(names), key_model, mesh)
     shardings = train.state_shardings(state, mesh)
 
     ckpt = checkpoint.Checkpointer(str(run_path / "checkpoints"), cfg.train.keep_ckpts)
     start = ckpt.latest_step() or 0
     if start:
         state, _ = ckpt.restore(state, shardings, start)
-    if host:
-        host.start(state.stream_state)
+    loader.start(state.stream_state)
     if jax.process_index() == 0:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_path, start)
     last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
-    step_fn = train.make_train_step(cfg, optimizer, mixer, mesh, shardings, len(names))
+    step_fn = train.make_train_step(cfg.train, optimizer, mixer, mesh, shardings, len(names))
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
     mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
 
     def save(step, state):
-        if host:  # the host loader's position travels in the checkpoint with everything else
-            state = eqx.tree_at(lambda s: s.stream_state, state, host.state())
+        # The loader's position (a host loader's is not in the step's state) travels in the checkpoint.
+        state = eqx.tree_at(lambda s: s.stream_state, state, loader.state(state.stream_state))
         ckpt.save(step, state, cfg.to_dict())
 
     stop = {"sigterm": False}
@@ -130,7 +131,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     step = start
     try:
         while step < cfg.train.steps and not stop["sigterm"]:
-            data = host.next(state.mixer_state.weights) if host else stream
+            data = loader.step_input(state.mixer_state.weights)
             state, metrics = step_fn(state, data, mixer_heldout)
             step += 1
             pending.append((step, metrics))
@@ -156,8 +157,7 @@ def run(cfg: Config, run_dir: str) -> dict:
         if step > start and ckpt.latest_step() != step:
             save(step, state)
         ckpt.close()
-        if host:
-            host.close()
+        loader.close()
         bar.close()
     if stop["sigterm"] and jax.process_index() == 0:
         print(f"SIGTERM: saved checkpoint at step {step} in {run_path / 'checkpoints'}; rerun to resume")

@@ -1,8 +1,10 @@
 """The train state and the single jitted, sharded train step (mixer and tracker inside).
 
-``step(state, data) -> (state, metrics)``: ``data`` is either a batch dict (host-side sources)
-or an in-step stream module (``InMemoryDomains``) that samples with ``state.mixer_state.weights``.
-The loop that drives it lives in ``ado_jax.loop``.
+``step(state, data) -> (state, metrics)``: ``data`` is a stream (``ado_jax.data.base``) whose pure
+``data.next(state.stream_state, state.mixer_state.weights) -> (batch, stream_state)`` runs in
+the step: an in-step stream such as ``InMemoryDomains`` samples there with the current mixture;
+a batch drawn on the host arrives as ``FixedBatch(batch)``. The loop that drives it, through one
+``Loader`` for either kind, lives in ``ado_jax.loop``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import optax
 
 from ado_jax.mixing import tracker
 from ado_jax.checkpoint import is_leaf_array
-from ado_jax.config import Config, TrainConfig
+from ado_jax.config import ModelConfig, TrainConfig
 from ado_jax.mixing import wants_heldout
 from ado_jax.mixing.base import Mixer
 from ado_jax.mixing.from_config import mixer_metrics
@@ -71,9 +73,14 @@ def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
     return optax.apply_if_finite(optax.chain(clip, adamw), max_consecutive_errors=2**30)
 
 
-def init_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array) -> TrainState:
-    """A fresh TrainState (traceable: ``create_state`` runs it under jit with sharded outputs)."""
-    model = Llama(cfg.model, key)
+def init_state(model_cfg: ModelConfig, optimizer, mixer: Mixer, stream_state, num_domains: int,
+               key: Array) -> TrainState:
+    """A fresh TrainState (traceable: ``create_state`` runs it under jit with sharded outputs).
+
+    ``model_cfg`` (with ``vocab_size`` resolved) shapes the Llama initialised from ``key``
+    ([2] uint32); ``mixer.init(num_domains)`` gives ``mixer_state.weights: [D]``; ``stream_state``
+    is the loader's fresh state (``Loader.init_state``)."""
+    model = Llama(model_cfg, key)
     return TrainState(model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_array)),
                       mixer_state=mixer.init(num_domains), tracker_state=LOG_TRACKER.init(num_domains),
                       stream_state=stream_state, step=jnp.zeros((), jnp.int32))
@@ -84,10 +91,12 @@ def state_shardings(abstract_state, mesh):
     return tree_shardings(eqx.filter(abstract_state, is_leaf_array), mesh)
 
 
-def create_state(cfg: Config, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array, mesh):
-    """Initialises the TrainState directly into its sharded layout (no full copy on one device)."""
-    abstract = eqx.filter_eval_shape(init_state, cfg, optimizer, mixer, stream_state, num_domains, key)
-    make = lambda k: eqx.filter(init_state(cfg, optimizer, mixer, stream_state, num_domains, k), eqx.is_array)
+def create_state(model_cfg: ModelConfig, optimizer, mixer: Mixer, stream_state, num_domains: int, key: Array,
+                 mesh):
+    """``init_state``'s TrainState, initialised directly into its sharded layout on ``mesh`` (no
+    full copy on one device)."""
+    abstract = eqx.filter_eval_shape(init_state, model_cfg, optimizer, mixer, stream_state, num_domains, key)
+    make = lambda k: eqx.filter(init_state(model_cfg, optimizer, mixer, stream_state, num_domains, k), eqx.is_array)
     arrays = jax.jit(make, out_shardings=state_shardings(abstract, mesh))(key)
     return eqx.combine(arrays, eqx.filter(abstract, is_leaf_array, inverse=True))
 
@@ -124,8 +133,15 @@ def heldout_losses(model: Llama, batches: dict) -> Array:
     return jax.lax.scan(per_domain, None, batches)[1]
 
 
-def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_domains: int):
+def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shardings, num_domains: int):
     """Builds the jitted ``step(state, data, heldout=None) -> (state, metrics)``.
+
+    ``train_cfg`` gives the learning-rate schedule (logged as ``lr``) and ``grad_accum``;
+    ``shardings`` are the state's (``state_shardings``). ``data``: a stream whose pure
+    ``data.next(state.stream_state, weights_D) -> (batch, stream_state)`` gives this step's
+    batch (``inputs``/``targets`` int32[B, T], ``domain`` int32[B]) inside the step: an in-step
+    stream (``InMemoryDomains``) samples with ``weights_D = state.mixer_state.weights``; a host
+    batch comes as ``ado_jax.data.base.FixedBatch(batch)``, leaving the stream state as is.
 
     ``heldout``: fixed per-domain batches ``[D, n, B, T]``. When given, the updated model is
     evaluated on them inside the step, under ``lax.cond``, at the steps the mixer asks for
@@ -137,17 +153,14 @@ def make_train_step(cfg: Config, optimizer, mixer: Mixer, mesh, shardings, num_d
     ``domain_count`` [D], ``weights`` [D] (the mixture this batch was drawn with),
     ``heldout_eval`` [] (1 when held-out losses were evaluated this step).
     """
-    schedule = lr_schedule(cfg.train)
+    schedule = lr_schedule(train_cfg)
 
     def step(data, heldout, state: TrainState):
         weights_D = state.mixer_state.weights
-        if isinstance(data, dict):
-            batch, stream_state = data, state.stream_state
-        else:
-            batch, stream_state = data.next(state.stream_state, weights_D)
+        batch, stream_state = data.next(state.stream_state, weights_D)
         batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)), batch)
         params, static = eqx.partition(state.model, eqx.is_array)
-        loss, loss_B, grads = _grads(params, static, batch, cfg.train.grad_accum)
+        loss, loss_B, grads = _grads(params, static, batch, train_cfg.grad_accum)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         model = eqx.combine(optax.apply_updates(params, updates), static)
 

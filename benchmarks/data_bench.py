@@ -61,6 +61,7 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
 
     from ado_jax import sharding, train
     from ado_jax.config import load_config
+    from ado_jax.data.base import FixedBatch
     from ado_jax.data.host_source import HostSource, Prefetcher
     from ado_jax.data.in_memory import InMemoryDomains
     from ado_jax.mixing.from_config import build_mixer
@@ -71,14 +72,14 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
     mixer = build_mixer(cfg.mixer, src.sizes())
     opt = train.make_optimizer(cfg.train)
     small = InMemoryDomains.from_arrays({n: np.asarray(a[:4 * T]) for n, a in doms.items()}, B, T, vocab)
-    state = train.create_state(cfg, opt, mixer, small.init(jax.random.PRNGKey(1)), src.num_domains,
+    state = train.create_state(cfg.model, opt, mixer, small.init(jax.random.PRNGKey(1)), src.num_domains,
                                jax.random.PRNGKey(0), mesh)
-    step_fn = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), src.num_domains)
+    step_fn = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), src.num_domains)
     batches = [src.sample(0, t, _weights(t, src.num_domains)) for t in range(steps + 2)]
     box = {"state": state}
 
     def step(t):
-        box["state"], m = step_fn(box["state"], batches[t])
+        box["state"], m = step_fn(box["state"], FixedBatch(batches[t]))
         jax.block_until_ready(m["loss"])
 
     alone = _rate(step, steps, B)
@@ -86,7 +87,7 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
 
     def fed(t):
         batch = it.next(np.asarray(box["state"].mixer_state.weights))
-        box["state"], m = step_fn(box["state"], batch)
+        box["state"], m = step_fn(box["state"], FixedBatch(batch))
         jax.block_until_ready(m["loss"])
 
     with_source = _rate(fed, steps, B)

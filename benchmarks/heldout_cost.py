@@ -47,8 +47,8 @@ def time_steps(cfg, mixer, stream, held, n: int) -> float:
     mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
     opt = train.make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    state = train.create_state(cfg, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
-    step = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)
+    state = train.create_state(cfg.model, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
+    step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)
     state, m = step(state, stream, held)
     jax.block_until_ready(m["loss"])
     # Process CPU time, not wall time: on a shared CPU it is far steadier (all XLA threads count).

@@ -60,8 +60,8 @@ def setup(num_domains: int, vocab: int):
     runs = {}
     for name, mixer in mixers.items():
         k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-        state = train.create_state(cfg, opt, mixer, stream.init(k2), num_domains, k1, mesh)
-        step = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), num_domains)
+        state = train.create_state(cfg.model, opt, mixer, stream.init(k2), num_domains, k1, mesh)
+        step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), num_domains)
         runs[name] = [step, state]
     return cfg, stream, runs
 

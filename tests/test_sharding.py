@@ -18,9 +18,9 @@ def _one_step(mesh):
     mixer = build_mixer(CFG.mixer, stream.sizes())
     opt = train.make_optimizer(CFG.train)
     k_model, k_data = jax.random.split(jax.random.PRNGKey(0))
-    state = train.create_state(CFG, opt, mixer, stream.init(k_data), stream.num_domains, k_model, mesh)
+    state = train.create_state(CFG.model, opt, mixer, stream.init(k_data), stream.num_domains, k_model, mesh)
     shardings = train.state_shardings(state, mesh)
-    step = train.make_train_step(CFG, opt, mixer, mesh, shardings, stream.num_domains)
+    step = train.make_train_step(CFG.train, opt, mixer, mesh, shardings, stream.num_domains)
     state, metrics = step(state, stream)
     state, metrics = step(state, stream)  # second step: Adam moments are non-zero, so a real update
     return state, jax.device_get(metrics)

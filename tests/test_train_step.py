@@ -23,8 +23,8 @@ def _setup(mixer, *overrides):
     stream = train_stream(cfg)
     opt = train.make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    state = train.create_state(cfg, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
-    step = train.make_train_step(cfg, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)
+    state = train.create_state(cfg.model, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
+    step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)
     return cfg, stream, state, step
 
 

@@ -8,8 +8,8 @@ uniform window start inside that domain, so nothing but ``(seed, step)`` has to 
     source = HostSource(open_domains(corpus_dir, "train", min_tokens=T + 1), batch_size=B, seq_len=T)
     it = Prefetcher(source, seed=0, lag=1)                  # or Prefetcher.restore(source, saved)
     for step in ...:
-        batch = it.next(np.asarray(train_state.mixer.weights))   # numpy int32 arrays
-        train_state, metrics = train_step(train_state, batch)
+        batch = it.next(np.asarray(train_state.mixer_state.weights))   # numpy int32 arrays
+        train_state, metrics = train_step(train_state, FixedBatch(batch))   # data.base.FixedBatch
         saved = it.state                                     # checkpoint with the train state
 
 ``lag``: with ``lag=0`` batch ``t`` uses the weights passed at call ``t`` (exact, no overlap with

@@ -1,9 +1,11 @@
-"""Turns a run's ``DataConfig`` into data: in-step streams or a host-side loader.
+"""Turns a run's ``DataConfig`` into data: one ``Loader`` the loop drives, in-step or host-side.
 
 ``data.loader="device"``: every domain's tokens live on the device and the jitted step samples
-them (``InMemoryDomains``). ``data.loader="host"``: memmapped token files sampled on the host
-with the mixture read from the train state each step (``HostSource`` + ``Prefetcher``); its
-position is stored in ``TrainState.stream_state`` so a checkpoint restores it exactly.
+them (``InMemoryDomains`` behind a ``DeviceLoader``). ``data.loader="host"``: memmapped token
+files sampled on the host with the mixture read from the train state each step (``HostSource`` +
+``Prefetcher`` behind a ``HostLoader``); its position is stored in ``TrainState.stream_state`` so
+a checkpoint restores it exactly. Both follow ``ado_jax.data.base.Loader``; ``train_loader``
+picks one from the config.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ado_jax.data.base import FixedBatch, Stream
 from ado_jax.data.host_source import HostSource, Prefetcher, PrefetchState
-from ado_jax.data.in_memory import InMemoryDomains
+from ado_jax.data.in_memory import InMemoryDomains, StreamState
 
 
 def ensure_corpus(corpus_dir: str):
@@ -59,6 +62,18 @@ def data_vocab_size(cfg) -> int:
     return load_tokenizer(ensure_corpus(cfg.data.corpus_dir)).vocab_size
 
 
+def resolve_vocab_size(cfg):
+    """``cfg`` with ``model.vocab_size`` taken from the data when it is 0 (``data_vocab_size``).
+
+    Returns a copy (``dataclasses.replace``) when it resolves, ``cfg`` itself otherwise; ``cfg``
+    is never changed."""
+    if cfg.model.vocab_size != 0:
+        return cfg
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=data_vocab_size(cfg)))
+
+
 def train_stream(cfg) -> InMemoryDomains:
     """The in-step training stream over every domain's train split."""
     T = cfg.train.seq_len
@@ -73,8 +88,57 @@ def heldout_stream(cfg) -> InMemoryDomains:
                                        cfg.train.batch_size // cfg.train.grad_accum, T, cfg.model.vocab_size)
 
 
+def train_loader(cfg, mesh):
+    """The run's training data as a ``Loader``: ``HostLoader`` when ``data.loader="host"``,
+    else a ``DeviceLoader`` over ``train_stream(cfg)``. ``model.vocab_size`` must be resolved."""
+    return HostLoader(cfg, mesh) if cfg.data.loader == "host" else DeviceLoader(train_stream(cfg))
+
+
+class DeviceLoader:
+    """An in-step stream as a ``Loader``: the step receives the stream itself and samples with
+    ``state.mixer_state.weights`` inside jit; the stream state (its PRNG key) lives in the train
+    state, so nothing runs on the host between steps.
+
+    Attributes:
+      stream: the ``InMemoryDomains`` (or any stream with ``names`` and ``sizes()``).
+      names: its ``D`` domain names.
+    """
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.names = tuple(stream.names)
+
+    def sizes(self) -> np.ndarray:
+        """``[D]`` tokens per domain."""
+        return self.stream.sizes()
+
+    def init_state(self, key, weights_D) -> StreamState:
+        """``stream.init(key)``: the PRNG key ``[2]`` the first batch is drawn with (weights unused)."""
+        return self.stream.init(key)
+
+    def start(self, stream_state) -> None:
+        """Nothing to start: the stream state travels inside the train state."""
+
+    def step_input(self, weights_D) -> Stream:
+        """The stream itself (its token arrays are arguments of the jitted step); ``weights_D``
+        ``[D]`` is read in the step from the train state instead."""
+        return self.stream
+
+    def state(self, stream_state) -> StreamState:
+        """``stream_state`` as is: the step has already advanced it."""
+        return stream_state
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class HostLoader:
-    """Host-side batches drawn with the train state's current mixture, prefetched ``lag`` ahead."""
+    """Host-side batches drawn with the train state's current mixture, prefetched ``lag`` ahead.
+
+    A ``Loader``: each step receives ``FixedBatch(batch)``; the step passes
+    ``TrainState.stream_state`` through unchanged, and ``state`` gives the prefetcher's position
+    to checkpoint in its place.
+    """
 
     def __init__(self, cfg, mesh):
         from ado_jax.sharding import global_batch
@@ -86,26 +150,33 @@ class HostLoader:
         self.lag, self.seed, self.mesh, self._global = cfg.data.prefetch, t.seed, mesh, global_batch
         self.prefetcher = None
 
-    def init_state(self, weights_D) -> PrefetchState:
-        """The stream state of a fresh run, as device-friendly arrays."""
-        w = np.tile(np.asarray(weights_D, np.float32), (self.lag, 1))
-        return PrefetchState(jnp.int32(self.seed), jnp.int32(0), jnp.asarray(w))
+    def sizes(self) -> np.ndarray:
+        """``[D]`` tokens per domain."""
+        return self.source.sizes()
+
+    def init_state(self, key, weights_D) -> PrefetchState:
+        """The stream state of a fresh run, as device-friendly arrays: ``train.seed``, step 0 and
+        ``weights_D: [D]`` pending for the first ``lag`` batches (``key`` is unused). Traceable."""
+        w = jnp.tile(jnp.asarray(weights_D, jnp.float32), (self.lag, 1))
+        return PrefetchState(jnp.int32(self.seed), jnp.int32(0), w)
 
     def start(self, stream_state: PrefetchState) -> None:
         """Starts (or resumes) prefetching at the position saved in ``stream_state``."""
         self.prefetcher = Prefetcher.restore(self.source, jax.device_get(stream_state))
 
-    def state(self) -> PrefetchState:
-        """The loader's position (seed, step, pending weights ``[k, D]``) as arrays, to checkpoint."""
+    def state(self, stream_state) -> PrefetchState:
+        """The loader's position (seed, step, pending weights ``[k, D]``) as arrays, to checkpoint
+        (the train state's ``stream_state`` is stale: the step does not advance it)."""
         s = self.prefetcher.state
         return PrefetchState(jnp.int32(s.seed), jnp.int32(s.step), jnp.asarray(s.pending_weights))
 
-    def next(self, weights_D) -> dict:
-        """This step's batch as global arrays; each process contributes its rows of the batch."""
+    def step_input(self, weights_D) -> FixedBatch:
+        """This step's batch as global arrays (each process contributes its rows of the batch),
+        drawn with ``weights_D: [D]`` (or, with ``lag`` k, the weights of k calls earlier)."""
         batch = self.prefetcher.next(np.asarray(jax.device_get(weights_D)))
         n, i = jax.process_count(), jax.process_index()
         rows = len(batch["domain"]) // n
-        return self._global({k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}, self.mesh)
+        return FixedBatch(self._global({k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}, self.mesh))
 
     def close(self) -> None:
         """Stops the prefetch thread, if any."""
