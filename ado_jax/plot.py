@@ -10,7 +10,9 @@ returns a matplotlib ``Figure``, or None):
   sequences seen (all domains, as in ADO: "Adaptive Data Optimization: Dynamic Sample Selection
   with Scaling Laws", arXiv:2410.11820) with the forecasts ``L(n) = eps + beta n^-alpha`` of up
   to three of the online fits (first, middle, last; dashed lines mark when each was fit), in the
-  style of ADO's Fig. 6;
+  style of ADO's Fig. 6. A fit with a parameter on a bound of the fitter's box (logged
+  ``fit_on_bound``) is drawn dotted and its legend entry names the bound; a domain whose last
+  fit is on a bound gets a red title saying so;
 - ``aioli_a.png`` (Aioli): left, the column sums of the normalized interaction matrix Ā over
   steps (how much training on domain j helps all domains); right, the last estimated A itself
   (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps.
@@ -106,9 +108,22 @@ def fit_events(alpha_S: np.ndarray, beta_S: np.ndarray, eps_S: np.ndarray) -> li
     return events
 
 
+# The bits of ``scaling_law.FitInfo.on_bound`` (logged as ``fit_on_bound``), as
+# ``scaling_law.bound_names`` decodes them; repeated here so plotting does not import jax.
+_BOUND_NAMES = ("ε min", "ε max", "β min", "β max", "α min", "α max")
+
+
+def bound_labels(on_bound) -> list[str]:
+    """Names of the bounds set in one logged ``fit_on_bound`` value ([] for 0, NaN or absent)."""
+    if on_bound is None or not np.isfinite(on_bound) or on_bound <= 0:
+        return []
+    return [name for i, name in enumerate(_BOUND_NAMES) if int(on_bound) >> i & 1]
+
+
 def scaling_law_figure(run: Run, max_fits: int = 3):
     """ADO (arXiv:2410.11820) Fig. 6: each domain's observed loss vs ``n`` with forecasts of up to ``max_fits`` fits."""
     fits = {k: per_domain(run.train, f"fit_{k}", run.names) for k in ("alpha", "beta", "eps")}
+    on_bound_SD = per_domain(run.train, "fit_on_bound", run.names)  # None for runs before it was logged
     if any(v is None for v in fits.values()) or not np.isfinite(fits["alpha"]).any():
         return None
     count_SD = per_domain(run.train, "domain_count", run.names)
@@ -134,16 +149,23 @@ def scaling_law_figure(run: Run, max_fits: int = 3):
         chosen = sorted({events[0], events[len(events) // 2], events[-1]}) if events else []
         for i, c in zip(chosen[-max_fits:], ["tab:blue", "tab:orange", "tab:red"]):
             a, b, e = fits["alpha"][i, d], fits["beta"][i, d], fits["eps"][i, d]
-            ax.plot(n_grid, e + b * n_grid ** -a, color=c, lw=1.4,
-                    label=f"fit @ step {run.train[i]['step']}: α={a:.2f}")
+            held = bound_labels(on_bound_SD[i, d]) if on_bound_SD is not None else []
+            ax.plot(n_grid, e + b * n_grid ** -a, color=c, lw=1.4, ls=":" if held else "-",
+                    label=f"fit @ step {run.train[i]['step']}: α={a:.2f}"
+                          + (f" [on bound: {', '.join(held)}]" if held else ""))
             ax.axvline(n_S[i], color=c, ls="--", lw=0.8)
+        last_held = bound_labels(on_bound_SD[events[-1], d]) if events and on_bound_SD is not None else []
         seen = np.concatenate([loss_SD[:, d], ema_SD[:, d] if ema_SD is not None else []])
         seen = seen[np.isfinite(seen)]
         if seen.size:
             lo, hi = np.percentile(seen, [0.5, 99.5])
             ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))  # forecasts explode at small n
         ax.set_xscale("log")
-        ax.set_title(run.names[d], fontsize=9)
+        if last_held:
+            ax.set_title(f"{run.names[d]} (last fit on bound: {', '.join(last_held)})", fontsize=8,
+                         color="tab:red")
+        else:
+            ax.set_title(run.names[d], fontsize=9)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="lower left")
     fig.supxlabel("n = total sequences seen (all domains)")

@@ -63,6 +63,23 @@ def test_weight_moves_to_the_domain_with_more_learning_potential():
     assert int(state.num_fits) == 4 and bool(state.fitted.all())
 
 
+def test_fit_diagnostics_are_kept_in_the_state_and_logged():
+    fresh = mixing.fitted_values(MIXER.init(3))
+    assert set(fresh) == {"alpha", "beta", "eps", "on_bound", "err"}
+    assert all(np.all(np.isnan(v)) for v in fresh.values())
+    _, _, (state, _) = simulate(MIXER, *ENV, 300)          # same length as above: compiled once
+    got = mixing.fitted_values(state)
+    assert all(np.shape(v) == (3,) for v in got.values())
+    # Smooth curves with eps 2-3 nats: interior fits (no bound of the data box holds them).
+    np.testing.assert_array_equal(got["on_bound"], 0.0)
+    np.testing.assert_array_equal(state.on_bound, 0)
+    assert np.all(np.isfinite(got["err"])) and np.all(got["err"] < 0.01)
+    # A fit merged without diagnostics is recorded as unknown, not as interior.
+    merged = mixing.set_fit(state, state.params, state.objective)
+    assert np.all(np.isnan(mixing.fitted_values(merged)["on_bound"]))
+    assert np.all(np.asarray(merged.on_bound) == -1) and np.all(np.isnan(merged.fit_err))
+
+
 def test_fit_inside_update_recovers_alpha():
     _, alpha_SD, (state, _) = simulate(MIXER, *ENV, 300)
     alpha_SD = np.asarray(alpha_SD)
@@ -191,6 +208,7 @@ def test_host_fitter_feeds_an_async_fit_back():
     finally:
         fitter.close()
     assert bool(state.fitted.all()) and int(state.num_fits) == 1
+    assert np.all(np.asarray(state.on_bound) >= 0) and np.all(np.isfinite(state.fit_err))
     w, _, _ = simulate(mixer, *args, 100, start=150, carry=(state, carry[1]))
     assert np.asarray(w)[-1, 1] > 0.6
 
@@ -200,6 +218,7 @@ def test_host_fitter_feeds_an_async_fit_back():
     (dict(delta_min=-0.1), "-0.1"), (dict(credit="both"), "'both'"), (dict(clip="x"), "clip"),
     (dict(average_t="x"), "average_t"), (dict(fit_every=0), "fit_every"),
     (dict(prior=[1.0, -1.0]), "-1.0"), (dict(history_len=5), "even"),
+    (dict(bounds="box"), "bounds='box'"), (dict(fit_kwargs={"bounds": "data"}), r"ado\(bounds"),
 ])
 def test_bad_ado_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

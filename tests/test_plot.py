@@ -8,15 +8,17 @@ import pytest
 
 from ado_jax import cli
 from ado_jax.compare import compare, load_run, summarize
-from ado_jax.plot import aioli_figure, fit_events, plot_run, scaling_law_figure
+from ado_jax.plot import aioli_figure, bound_labels, fit_events, plot_run, scaling_law_figure
 
 pytest.importorskip("matplotlib")
 NAMES = ("a", "b", "c")
 LAW = {"a": (0.5, 4.0, 1.0), "b": (0.3, 2.0, 1.5), "c": (0.8, 9.0, 0.5)}  # alpha, beta, eps
 
 
-def _write_run(run_dir, steps=30, mixer="ado", fit_steps=(10, 20), aioli=False, evals=(15, 30), bad_line=None):
-    """A run dir in the loop's format: 4 sequences of each domain per step; ADO fits change at fit_steps."""
+def _write_run(run_dir, steps=30, mixer="ado", fit_steps=(10, 20), aioli=False, evals=(15, 30), bad_line=None,
+               on_bound=None):
+    """A run dir in the loop's format: 4 sequences of each domain per step; ADO fits change at fit_steps.
+    ``on_bound``: {domain: fit_on_bound code of its last fit} (others 0); None logs no fit_on_bound."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({"train": {"batch_size": 12, "seq_len": 8},
                                                      "mixer": {"name": mixer}}))
@@ -32,6 +34,9 @@ def _write_run(run_dir, steps=30, mixer="ado", fit_steps=(10, 20), aioli=False, 
                 fit = {d: (a * step / fit_steps[-1], b, e) for d, (a, b, e) in LAW.items()}
             for i, k in enumerate(("alpha", "beta", "eps")):
                 rec[f"fit_{k}"] = {d: fit[d][i] if fit else math.nan for d in NAMES}
+            if on_bound is not None:
+                last = fit is not None and step >= fit_steps[-1]
+                rec["fit_on_bound"] = {d: (on_bound.get(d, 0) if last else 0) if fit else math.nan for d in NAMES}
         if aioli:
             rec["aioli_a_colsum"] = {d: (0.0 if step < 10 else 0.1 * (j + 1) * (-1) ** j) for j, d in enumerate(NAMES)}
             if step in (1, 10, 20):  # the loop writes the [D, D] A only when it changes
@@ -80,6 +85,16 @@ def test_scaling_law_forecasts_use_n_total_sequences_and_the_logged_fits(tmp_pat
     np.testing.assert_allclose(fits[0].get_ydata(), e + b * grid ** -(a / 2), rtol=1e-6)
     fit_marks = sorted(ln.get_xdata()[0] for ln in ax_a.lines if ln.get_linestyle() == "--")
     assert fit_marks == [120, 240]  # dashed: n at the time of each fit
+
+
+def test_fits_on_a_bound_are_marked(tmp_path):
+    fig = scaling_law_figure(load_run(_write_run(tmp_path / "ado", on_bound={"b": 2 | 32})))
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert titles == ["a", "b (last fit on bound: ε max, α max)", "c"]
+    fits_b = [ln for ln in fig.axes[1].lines if ln.get_label().startswith("fit @")]
+    assert fits_b[-1].get_label().endswith("[on bound: ε max, α max]") and fits_b[-1].get_linestyle() == ":"
+    assert fits_b[0].get_linestyle() == "-" and "on bound" not in fits_b[0].get_label()
+    assert bound_labels(1) == ["ε min"] and bound_labels(0) == bound_labels(math.nan) == []
 
 
 def test_fit_events_find_each_change_of_the_fitted_law():

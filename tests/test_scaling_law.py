@@ -1,4 +1,5 @@
-"""Tests for the power-law fitter: recovery, objective, NaN handling, jit/cond, solvers, sharding."""
+"""Tests for the power-law fitter: recovery, bounds, forecasts, objective, NaN handling, jit/cond,
+solvers, sharding."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ado_jax.mixing import scaling_law as sl
 
-# (log_eps, log_beta, alpha): interior, eps near its bound, alpha + beta near theirs, flat curve,
-# and true eps BELOW its bound (e^0.1 < e^0.5: the fit must hold log_eps at 0.5).
+# (log_eps, log_beta, alpha): interior, eps near the reference bound, alpha + beta near the
+# reference's, flat curve, and true eps BELOW the reference bound (e^0.1 < e^0.5: with
+# bounds="reference" the fit must hold log_eps at 0.5; the default data box recovers it).
 TRUE = np.array([[1.0, 3.0, 0.3], [0.6, 5.0, 0.5], [1.1, 6.3, 0.75], [1.2, 1.0, 0.1],
                  [0.1, 3.0, 0.3]], np.float32)
 N_T = np.geomspace(1e3, 1e7, 120).astype(np.float32)
@@ -41,21 +43,34 @@ def test_grids_match_paper_and_reference():
     assert sorted(set(ref[:, 1])) == list(range(-2, 6))
 
 
-def test_recovers_known_power_laws_and_holds_bounds(fit):
+def test_recovers_known_power_laws_in_the_data_box(fit):
     loss_DT = noisy_curves(TRUE)
     params, obj_D = fit(N_DT, loss_DT, ALL_T)
     got = np.stack([np.asarray(p) for p in params], -1)
-    ok = slice(0, 4)                                  # the laws inside the bounds
-    np.testing.assert_allclose(got[ok, 2], TRUE[ok, 2], atol=0.03)      # alpha
-    np.testing.assert_allclose(got[ok, 0], TRUE[ok, 0], atol=0.03)      # log_eps
-    np.testing.assert_allclose(got[ok, 1], TRUE[ok, 1], atol=0.25)      # log_beta
+    np.testing.assert_allclose(got[:, 2], TRUE[:, 2], atol=0.03)      # alpha
+    np.testing.assert_allclose(got[:, 0], TRUE[:, 0], atol=0.03)      # log_eps, also e^0.1
+    np.testing.assert_allclose(got[:, 1], TRUE[:, 1], atol=0.25)      # log_beta
     pred = np.asarray(sl.predict(params, N_DT))
-    np.testing.assert_allclose(pred[ok], noisy_curves(TRUE, sigma=0.0)[ok], rtol=3e-3)
+    np.testing.assert_allclose(pred, noisy_curves(TRUE, sigma=0.0), rtol=3e-3)
+    assert np.all(np.asarray(obj_D) < 1e-5)
+
+
+def test_reference_bounds_hold_the_old_box():
+    loss_DT = noisy_curves(TRUE)
+    params, obj_D, info = jax.jit(lambda *a: sl.fit_power_law(*a, bounds="reference", return_info=True))(
+        N_DT, loss_DT, ALL_T)
+    got = np.stack([np.asarray(p) for p in params], -1)
+    ok = slice(0, 4)                                  # the laws inside the reference box
+    np.testing.assert_allclose(got[ok, 2], TRUE[ok, 2], atol=0.03)
+    np.testing.assert_allclose(got[ok, 0], TRUE[ok, 0], atol=0.03)
     assert np.all(np.asarray(obj_D)[ok] < 1e-5)
     # The last law's eps is below the bound: log_eps sits on it, the rest stay in the box.
     assert abs(got[4, 0] - 0.5) < 1e-3
     assert np.all((got[:, 2] >= 0) & (got[:, 2] <= 0.8) & (got[:, 1] <= 6.5 + 1e-6))
     assert np.all(np.isfinite(np.asarray(obj_D)))
+    on_bound = np.asarray(info.on_bound)
+    assert on_bound[4] & 1 and sl.bound_names(on_bound[4])[0] == "eps min"
+    assert np.all(on_bound[ok] == 0)
 
 
 def test_objective_equals_numpy():
@@ -71,9 +86,9 @@ def test_objective_equals_numpy():
         h = np.where(np.abs(r) > 1e-3, 1e-3 * (np.abs(r) - 5e-4), 0.5 * r * r)
         ok = mask_T & np.isfinite(loss_T)
         pen = max(a - 0.8, 0) + max(-a, 0) + max(lb - 6.5, 0) + max(0.5 - le, 0)
-        got = float(sl.objective(params, n_T, loss_T, mask_T))
+        got = float(sl.objective(params, n_T, loss_T, mask_T, bounds="reference"))
         np.testing.assert_allclose(got, h[ok].mean() + pen, rtol=1e-4, atol=1e-9)
-        got_sum = float(sl.objective(params, n_T, loss_T, mask_T, reduction="sum"))
+        got_sum = float(sl.objective(params, n_T, loss_T, mask_T, reduction="sum", bounds="reference"))
         np.testing.assert_allclose(got_sum, h[ok].sum() + pen, rtol=1e-4, atol=1e-9)
     empty = sl.objective(params, n_T, np.full(50, np.nan))
     assert np.isnan(empty)
@@ -127,11 +142,12 @@ def test_every_solver_improves_on_its_starts(solver):
     loss_T = noisy_curves(TRUE[:1])[0]                 # one domain: scalar outputs
     grid = sl.make_grid("reference")[::64]             # 8 starts keeps the test small
     lm_steps = 10 if solver == "lm" else 0
-    run = jax.jit(lambda l: sl.fit_power_law(N_T, l, solver=solver, grid=grid, maxiter=20,
-                                             refine_top_k=None, lm_steps=lm_steps))
+    run = jax.jit(lambda loss: sl.fit_power_law(N_T, loss, solver=solver, grid=grid, maxiter=20,
+                                                refine_top_k=None, lm_steps=lm_steps))
     params, obj = run(loss_T)
     assert jnp.shape(obj) == () and jnp.shape(params.alpha) == ()
-    starts = [float(sl.objective(sl.PowerLaw(*np.clip(g, (0.5, -np.inf, 0), (np.inf, 6.5, 0.8))),
+    box = sl.data_bounds(N_T, loss_T)
+    starts = [float(sl.objective(sl.PowerLaw(*np.clip(g, np.array(box.lower), np.array(box.upper))),
                                  N_T, loss_T)) for g in grid]
     assert np.isfinite(obj) and float(obj) < min(starts)
     np.testing.assert_allclose(float(obj), float(sl.objective(params, N_T, loss_T)), rtol=1e-5)
@@ -143,10 +159,10 @@ def test_grid_sharded_fit_equals_unsharded():
     sharding = NamedSharding(mesh, P("grid", None))
     loss_DT = noisy_curves(TRUE[:2])
     kw = dict(solver="lm", lm_steps=5, refine_top_k=8)  # sharding is solver-independent
-    lowered = jax.jit(lambda l: sl.fit_power_law(N_T, l, grid_sharding=sharding, **kw)).lower(loss_DT)
+    lowered = jax.jit(lambda loss: sl.fit_power_law(N_T, loss, grid_sharding=sharding, **kw)).lower(loss_DT)
     assert '{"grid"}' in lowered.as_text()            # the start axis really is constrained
     sharded = lowered.compile()(loss_DT)
-    plain = jax.jit(lambda l: sl.fit_power_law(N_T, l, **kw))(loss_DT)
+    plain = jax.jit(lambda loss: sl.fit_power_law(N_T, loss, **kw))(loss_DT)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(plain)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
@@ -157,7 +173,9 @@ def test_grid_sharded_fit_equals_unsharded():
     (dict(grid=np.zeros((4, 2))), r"\[G, 3\]"),
     (dict(refine_top_k=0), "refine_top_k=0"),
     (dict(solver="lm", lm_steps=0), "lm_steps=0"),
-    (dict(refine_top_k=171), "refine_top_k=171"),           # 168 distinct paper starts + 2
+    (dict(refine_top_k=339), "refine_top_k=339"),           # 336 paper starts + 2
+    (dict(refine_top_k=171, bounds="reference"), "refine_top_k=171"),  # 168 once projected + 2
+    (dict(bounds="none"), "bounds='none'"),
     (dict(scan_starts=3, alpha_scan=2), "scan_starts=3"),
 ])
 def test_bad_options_raise_clear_errors(kwargs, match):
@@ -195,9 +213,96 @@ def test_alpha_scan_puts_starts_on_the_valley_floor():
     from ado_jax.mixing import scaling_law_solvers as solvers
     loss_T = np.asarray(sl.predict(SHORT_TRUE, SHORT_N_T))
     logn_T, logy_T, w_T, _ = sl._prepare(SHORT_N_T, loss_T, None)
-    theta_A3 = np.asarray(solvers.alpha_scan(logn_T, logy_T, w_T, np.array([0.0, 0.1, 0.25, 0.6])))
+    box = solvers.LOWER_3, solvers.UPPER_3                  # the reference box
+    theta_A3 = np.asarray(solvers.alpha_scan(logn_T, logy_T, w_T, np.array([0.0, 0.1, 0.25, 0.6]), *box))
     assert np.all(np.isnan(theta_A3[0]))                    # alpha = 0: eps and beta not separable
     np.testing.assert_allclose(theta_A3[2], [np.log(2.0), 0.25 * np.log(3.0), 0.25], atol=2e-3)
     assert theta_A3[1, 0] >= 0.5 and theta_A3[3, 1] <= 6.5  # starts respect the box
-    obj_A = [float(solvers.objective_3(t, logn_T, logy_T, w_T, 1e-3)) for t in theta_A3[1:]]
+    obj_A = [float(solvers.objective_3(t, logn_T, logy_T, w_T, 1e-3, *box)) for t in theta_A3[1:]]
     assert obj_A[1] < 1e-10 < min(obj_A[0], obj_A[2])
+
+
+# Forecasting with the bounds: byte-level-like curves whose loss floor is below the reference
+# box's eps >= e^0.5 = 1.65 (eps 0.3-1.5), ADO's history (from step 500, every 10th step,
+# 64 sequences a step) over the first 60 % of 3,000 steps; the last 40 % is held out.
+def forecast_curves(num=8, seed=0, sigma=0.01):
+    rng = np.random.RandomState(seed)
+    n_S = 64.0 * np.arange(1, 3001)
+    eps, alpha, beta = rng.uniform(0.3, 1.5, num), rng.uniform(0.15, 0.6, num), rng.uniform(5, 60, num)
+    loss_DS = (eps[:, None] + beta[:, None] * n_S ** -alpha[:, None]) * np.exp(sigma * rng.randn(num, n_S.size))
+    return n_S, loss_DS, eps, np.arange(499, 1800, 10), np.arange(1800, 3000)
+
+
+def scipy_unconstrained(n_T, loss_T):
+    """Mean Huber on log loss, float64 L-BFGS-B without bounds, best of 27 starts."""
+    import scipy.optimize
+
+    logn, logy = np.log(n_T), np.log(loss_T)
+
+    def f(theta, delta=1e-3):
+        z = theta[1] - theta[2] * logn
+        r = np.logaddexp(theta[0], z) - logy
+        s = 0.5 * (1 - np.tanh(0.5 * (theta[0] - z)))          # sigmoid(z - log_eps)
+        psi = np.clip(r, -delta, delta) / r.size
+        h = np.where(np.abs(r) > delta, delta * (np.abs(r) - 0.5 * delta), 0.5 * r * r)
+        return h.mean(), np.array([psi @ (1 - s), psi @ s, -(psi * s) @ logn])
+
+    starts = np.stack([x.ravel() for x in np.meshgrid([-1.0, 0.0, 1.0], [0.0, 2.0, 4.0], [0.2, 0.4, 0.6],
+                                                      indexing="ij")], -1)
+    runs = [scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B") for x0 in starts]
+    return min((r for r in runs if np.isfinite(r.fun)), key=lambda r: r.fun).x
+
+
+def forecast_error(theta_D3, n_S, loss_DS, idx):
+    """[D] mean |log predicted - log observed| over the held-out steps ``idx``."""
+    pred = np.logaddexp(theta_D3[:, :1], theta_D3[:, 1:2] - theta_D3[:, 2:] * np.log(n_S[idx]))
+    return np.abs(pred - np.log(loss_DS[:, idx])).mean(axis=1)
+
+
+def test_default_fit_forecasts_like_an_unconstrained_fit_and_reference_box_clamps():
+    pytest.importorskip("scipy")
+    n_S, loss_DS, _, fit_idx, test_idx = forecast_curves()
+    n_T, loss_DT = n_S[fit_idx].astype(np.float32), loss_DS[:, fit_idx].astype(np.float32)
+    theta = lambda p: np.stack([np.asarray(x, np.float64) for x in p], -1)
+    errors = {}
+    for bounds in ("data", "reference"):
+        params, _, info = jax.jit(lambda n, loss, b=bounds: sl.fit_power_law(n, loss, bounds=b, return_info=True))(
+            n_T, loss_DT)
+        errors[bounds] = forecast_error(theta(params), n_S, loss_DS, test_idx).mean()
+        if bounds == "reference":   # the old clamp: every eps held at e^0.5 (bit 1: eps at its lower bound)
+            np.testing.assert_allclose(np.asarray(params.log_eps), 0.5, atol=1e-6)
+            assert np.all(np.asarray(info.on_bound) & 1)
+        else:   # eps at most the smallest observed loss; in-sample error ~ the 1 % noise
+            assert np.all(np.asarray(params.log_eps) <= np.log(loss_DT.min(axis=1)) + 1e-6)
+            assert np.all(np.asarray(info.err) < 0.02)
+    ref = np.stack([scipy_unconstrained(n_S[fit_idx], loss_DS[d, fit_idx]) for d in range(len(loss_DS))])
+    errors["scipy"] = forecast_error(ref, n_S, loss_DS, test_idx).mean()
+    assert errors["data"] <= 1.1 * errors["scipy"], errors
+    assert errors["reference"] > 10 * errors["scipy"], errors      # measured: ~0.35 vs ~0.009
+
+
+def test_data_bounds_put_eps_below_the_smallest_observed_loss():
+    n_S, loss_DS, _, fit_idx, _ = forecast_curves(num=4, seed=1)
+    n_T, loss_DT = n_S[fit_idx].astype(np.float32), loss_DS[:, fit_idx].astype(np.float32)
+    mask_DT = np.ones(loss_DT.shape, bool)
+    mask_DT[:, -20:] = False                                 # masked points do not count
+    box = sl.data_bounds(n_T, loss_DT, mask_DT)
+    low_D = np.log(np.where(mask_DT, loss_DT, np.inf).min(axis=1))
+    np.testing.assert_allclose(np.asarray(box.upper.log_eps), low_D, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(box.lower.log_eps), low_D - sl.DATA_FLOOR, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(box.lower.alpha), 0.0)
+    np.testing.assert_allclose(np.asarray(box.upper.alpha), 0.8)
+    top = np.log(np.where(mask_DT, loss_DT, 0).max(axis=1)) + 0.8 * np.log(n_T[~mask_DT[0]][0] - 640) + 1
+    np.testing.assert_allclose(np.asarray(box.upper.log_beta), top, rtol=1e-5)
+    # The same fit as bounds="data", with the box passed as a FitBounds (one compile for both).
+    fit = jax.jit(lambda *a: sl.fit_power_law(*a[:3], bounds=a[3], return_info=True))
+    params, _, info = fit(n_T, loss_DT, mask_DT, box)
+    assert np.all(np.asarray(params.log_eps) <= low_D)
+    assert np.all(np.asarray(info.on_bound) == 0)
+    # An explicit FitBounds box (here: the data box with alpha at most 0.3) is applied as given.
+    tight = box._replace(upper=box.upper._replace(alpha=jnp.full(4, 0.3)))
+    params, _, info = fit(n_T, loss_DT, mask_DT, tight)
+    alpha_D = np.asarray(params.alpha)
+    assert np.all(alpha_D <= 0.3 + 1e-6)
+    np.testing.assert_array_equal(np.asarray(info.on_bound) & 32, np.where(alpha_D > 0.3 - 1e-4, 32, 0))
+    assert sl.bound_names(32) == ["alpha max"] and sl.bound_names(float("nan")) == [] and sl.bound_names(0) == []

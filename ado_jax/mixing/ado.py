@@ -46,6 +46,10 @@ class AdoState(NamedTuple):
       objective: [D] float32 — fit objective of ``params`` (inf before the first fit).
       fitted: [D] bool — domain has a finite fit.
       num_fits: [] int32 — fits run so far.
+      on_bound: [D] int32 — ``scaling_law.FitInfo.on_bound`` of ``params``: bitmask of the
+        parameters on a bound of the fit's box (0: interior; -1: unknown, before a domain's
+        first fit or for a fit merged without diagnostics).
+      fit_err: [D] float32 — in-sample mean |log residual| of ``params`` (NaN when unknown).
     """
 
     weights: jax.Array
@@ -58,9 +62,12 @@ class AdoState(NamedTuple):
     objective: jax.Array
     fitted: jax.Array
     num_fits: jax.Array
+    on_bound: jax.Array
+    fit_err: jax.Array
 
 
-def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None) -> AdoState:
+def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None,
+            info: scaling_law.FitInfo | None = None) -> AdoState:
     """Merges a new fit into ``state`` (keeps the old fit per domain where the new is not finite).
 
     Used inside ``update`` and by ``ado_async.HostFitter`` to feed host-side fits back.
@@ -71,6 +78,8 @@ def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None
       objective_D: [D] its fit objective (non-finite: the domain keeps its old fit).
       min_points_ok_D: optional [D] bool — False for domains with too little data, whose new
         fit is rejected.
+      info: optional ``scaling_law.FitInfo`` of [D] — the new fit's diagnostics, kept with
+        it (None: recorded as unknown, ``on_bound = -1`` and ``fit_err = NaN``).
     """
     obj_D = jnp.asarray(objective_D, jnp.float32)
     if min_points_ok_D is not None:
@@ -80,15 +89,24 @@ def set_fit(state: AdoState, params: PowerLaw, objective_D, min_points_ok_D=None
     for p in params:
         ok_D = ok_D & jnp.isfinite(p)
     merged, obj_D = scaling_law.keep_finite(params, obj_D, state.params, state.objective)
+    if info is None:
+        info = scaling_law.FitInfo(jnp.full_like(state.on_bound, -1), jnp.full_like(state.fit_err, jnp.nan))
+    on_bound = jnp.where(ok_D, jnp.asarray(info.on_bound, jnp.int32), state.on_bound)
+    fit_err = jnp.where(ok_D, jnp.asarray(info.err, jnp.float32), state.fit_err)
     return state._replace(params=merged, objective=obj_D, fitted=state.fitted | ok_D,
-                          num_fits=state.num_fits + 1)
+                          num_fits=state.num_fits + 1, on_bound=on_bound, fit_err=fit_err)
 
 
 def fitted_values(state: AdoState) -> dict:
-    """``{"alpha", "beta", "eps"}`` of [D] float32 for logging (NaN before a domain's first fit)."""
+    """[D] float32 values for logging (NaN before a domain's first fit): the law's ``"alpha"``,
+    ``"beta"``, ``"eps"``, and its diagnostics ``"on_bound"`` (the ``FitInfo.on_bound``
+    bitmask as a float, 0 for an interior fit; NaN when unknown; ``scaling_law.bound_names``
+    decodes it) and ``"err"`` (in-sample mean |log residual|)."""
     nan = lambda x: jnp.where(state.fitted, x, jnp.nan)
+    on_bound = jnp.where(state.on_bound >= 0, state.on_bound.astype(jnp.float32), jnp.nan)
     return {"alpha": nan(state.params.alpha), "beta": nan(jnp.exp(state.params.log_beta)),
-            "eps": nan(jnp.exp(state.params.log_eps))}
+            "eps": nan(jnp.exp(state.params.log_eps)), "on_bound": nan(on_bound),
+            "err": nan(state.fit_err)}
 
 
 def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
@@ -96,7 +114,8 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
         skip_first: int = 500, subsample_every: int = 10, history_len: int = 512,
         reduce: str = "sample", smoothing: str | None = None, credit: str = "paper",
         clip: str = "paper", average_t: str = "policy", alpha_floor: float | None = None,
-        min_fit_points: int = 8, fit_in_step: bool = True, fit_kwargs: dict | None = None) -> Mixer:
+        min_fit_points: int = 8, fit_in_step: bool = True, fit_kwargs: dict | None = None,
+        bounds="data") -> Mixer:
     """The complete ADO mixer (defaults: the paper's).
 
     Args:
@@ -122,7 +141,16 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
       alpha_floor: None (paper) or e.g. 0.05 (reference: ``max(alpha, 0.05)`` in rho).
       min_fit_points: a domain's fit is rejected with fewer valid history points.
       fit_in_step: False leaves fitting to the caller (``set_fit``, ``ado_async.HostFitter``).
-      fit_kwargs: forwarded to ``scaling_law.fit_power_law`` (solver, grid, maxiter, ...).
+      fit_kwargs: forwarded to ``scaling_law.fit_power_law`` (solver, grid, maxiter, ...;
+        not ``bounds``).
+      bounds: the fit's box on (log_eps, log_beta, alpha) (``fit_power_law``'s ``bounds``):
+        ``"data"`` (default) per domain from its own history: 0 < eps at most its smallest
+        observed loss, 0 <= alpha <= 0.8, log_beta wide, so a bound holds a fit only where
+        the data put it (the paper calls its bounds "purely preventative ... almost never
+        saturated"); ``"reference"``: the reference code's (and the paper's stated) box
+        ``log_eps >= 0.5, log_beta <= 6.5, 0 <= alpha <= 0.8``, which assumes GPT-2-token
+        losses of 2-4 nats and clamps eps at 1.65 below that; or a ``scaling_law.FitBounds``.
+        Each fit's diagnostics (``on_bound``, ``fit_err``) are kept in the state.
 
     Raises:
       ValueError: naming a bad hyperparameter, or at ``init`` a prior whose length is not D
@@ -144,6 +172,9 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
                                        subsample_every=subsample_every, reduce=reduce,
                                        smoothing=smoothing)
     fit_kwargs = dict(fit_kwargs or {})
+    if "bounds" in fit_kwargs:
+        raise ValueError("pass the fit's box as ado(bounds=...), not in fit_kwargs")
+    fit_kwargs["bounds"] = scaling_law.check_bounds(bounds)
 
     def prior_of(d: int) -> jax.Array:
         return jnp.full((d,), 1.0 / d, jnp.float32) if mu is None else jnp.asarray(mu)
@@ -160,12 +191,15 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
         return AdoState(weights=mu_D, rho=mu_D, pibar=mu_D, h=mu_D, policy_steps=zero,
                         tracker=tracker.init(d), params=PowerLaw(z_D, z_D, z_D),
                         objective=jnp.full((d,), jnp.inf, jnp.float32),
-                        fitted=jnp.zeros((d,), bool), num_fits=zero)
+                        fitted=jnp.zeros((d,), bool), num_fits=zero,
+                        on_bound=jnp.full((d,), -1, jnp.int32),
+                        fit_err=jnp.full((d,), jnp.nan, jnp.float32))
 
     def fit(state: AdoState) -> AdoState:
         n_DT, loss_DT, mask_DT = tracker_lib.fit_data(state.tracker)
-        new, obj_D = scaling_law.fit_power_law(n_DT, loss_DT, mask_DT, **fit_kwargs)
-        return set_fit(state, new, obj_D, jnp.sum(mask_DT, axis=1) >= min_pts)
+        new, obj_D, info = scaling_law.fit_power_law(n_DT, loss_DT, mask_DT, return_info=True,
+                                                     **fit_kwargs)
+        return set_fit(state, new, obj_D, jnp.sum(mask_DT, axis=1) >= min_pts, info)
 
     def update(stats: DomainStats, state: AdoState):
         prior_D = prior_of(state.weights.shape[-1])

@@ -38,13 +38,15 @@ class HostFitter:
     Args:
       min_fit_points: a domain's fit is rejected with fewer valid history points (as in ``ado``).
       device: where the fit runs; default the first CPU device.
-      **fit_kwargs: forwarded to ``fit_power_law`` (solver, grid, maxiter, ...).
+      **fit_kwargs: forwarded to ``fit_power_law`` (solver, grid, maxiter, bounds, ...; the
+        default ``bounds="data"`` as in ``ado``). Each fit's ``FitInfo`` diagnostics are
+        merged into the state with it.
     """
 
     def __init__(self, *, min_fit_points: int = 8, device=None, **fit_kwargs):
         self._min_points = int(min_fit_points)
         self._device = device if device is not None else jax.devices("cpu")[0]
-        self._fit = jax.jit(functools.partial(scaling_law.fit_power_law, **fit_kwargs))
+        self._fit = jax.jit(functools.partial(scaling_law.fit_power_law, return_info=True, **fit_kwargs))
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._future: concurrent.futures.Future | None = None
 
@@ -63,9 +65,9 @@ class HostFitter:
 
     def _run(self, data):
         n_DT, loss_DT, mask_DT = (jax.device_put(x, self._device) for x in data)
-        params, obj_D = self._fit(n_DT, loss_DT, mask_DT)
+        params, obj_D, info = self._fit(n_DT, loss_DT, mask_DT)
         ok_D = data[2].sum(axis=1) >= self._min_points
-        return jax.device_get(params), np.asarray(obj_D), ok_D
+        return jax.device_get(params), np.asarray(obj_D), ok_D, jax.device_get(info)
 
     def apply(self, state: AdoState, block: bool = False) -> AdoState:
         """Merges a finished fit into ``state`` (``set_fit``); returns ``state`` unchanged when
@@ -73,8 +75,8 @@ class HostFitter:
         if self._future is None or not (block or self._future.done()):
             return state
         future, self._future = self._future, None
-        params, obj_D, ok_D = future.result()
-        return set_fit(state, params, obj_D, ok_D)
+        params, obj_D, ok_D, info = future.result()
+        return set_fit(state, params, obj_D, ok_D, info)
 
     def close(self) -> None:
         """Waits for a running fit and stops the worker thread."""

@@ -1,6 +1,7 @@
 """Per-domain power-law fits ``L(n) = exp(log_eps) + exp(log_beta) * n^-alpha`` in pure JAX.
 
-ADO (papers/002, App. A.1, eq. 6) fits each domain's loss curve by minimising the Huber
+ADO ("Adaptive Data Optimization: Dynamic Sample Selection with Scaling Laws", Jiang et al. 2024,
+arXiv:2410.11820; App. A.1, eq. 6) fits each domain's loss curve by minimising the Huber
 (delta = 1e-3) loss between log prediction and log observed loss, by L-BFGS from a grid of
 starts, keeping the best start. The reference code (yidingjiang/ado, `fit_scaling_law`)
 runs ``jaxopt.LBFGS(maxiter=200, tol=1e-5)`` from all 8x8x8 = 512 starts. Here the objective
@@ -18,11 +19,21 @@ Objective (what we found in the reference ``loss_fn`` and what we do):
   - the reference SUMS Huber over points; we take the MEAN over valid points so the
     objective does not scale with the history length (``objective(..., reduction="sum")``
     gives the reference's scale). The minimiser is the same while no bound is active;
-  - hinge penalties of weight 1: ``max(alpha-0.8, 0)``, ``max(-alpha, 0)``,
-    ``max(log_beta-6.5, 0)``, ``max(0.5-log_eps, 0)``. The eps bound really is on log_eps
-    (reference: ``-min(e - 0.5, 0)`` with ``e`` = log eps), i.e. eps >= e^0.5 ~ 1.65. The
-    reference writes the alpha>0 term as ``-min(alpha, 0.001)``, i.e. ours minus 0.001 for
-    alpha >= 0.001 (a constant offset); we drop the offset.
+  - hinge penalties of weight 1 for leaving a box on (log_eps, log_beta, alpha), the
+    ``bounds`` argument (``FitBounds``, per domain):
+      * ``"reference"``: the reference code's box, ``max(alpha-0.8, 0)``, ``max(-alpha, 0)``,
+        ``max(log_beta-6.5, 0)``, ``max(0.5-log_eps, 0)``. The eps bound really is on log_eps
+        (reference: ``-min(e - 0.5, 0)`` with ``e`` = log eps), i.e. eps >= e^0.5 ~ 1.65
+        nats. The reference writes the alpha>0 term as ``-min(alpha, 0.001)``, i.e. ours
+        minus 0.001 for alpha >= 0.001 (a constant offset); we drop the offset. The paper
+        (App. A.1) states the same box, "purely preventative in cases of numerical
+        instability and ... almost never saturated": true for GPT-2-token losses of 2-4
+        nats on the Pile, but with byte-level tokens, code, or long runs the irreducible
+        loss is below 1.65 nats and the box clamps every fit.
+      * ``"data"`` (default): each domain's box follows its own history (``data_bounds``), so
+        that, as the paper intends, a bound is only reached where the data put the fit
+        there: 0 < eps at most the smallest observed loss, 0 <= alpha <= 0.8 (the paper's
+        alpha bound), and a log_beta range wider than any law that fits the data.
 """
 
 from __future__ import annotations
@@ -46,6 +57,62 @@ class PowerLaw(NamedTuple):
     log_eps: Array
     log_beta: Array
     alpha: Array
+
+
+class FitBounds(NamedTuple):
+    """Box on the fit's parameters: ``lower <= (log_eps, log_beta, alpha) <= upper``.
+
+    Each is a ``PowerLaw`` of [D] (or [] / scalars, broadcast to every domain) float32;
+    bounds may be infinite (never binding), but the alpha bounds should be finite (the alpha
+    scan spans them; an infinite one falls back to [0, 0.8]). Jittable and vmappable (a
+    pytree of arrays); build one with ``data_bounds`` or ``reference_bounds``, or by hand.
+    """
+
+    lower: PowerLaw
+    upper: PowerLaw
+
+
+class FitInfo(NamedTuple):
+    """Per-domain diagnostics of a fit ([D], or [] for one domain).
+
+    Attributes:
+      on_bound: int32 bitmask of the parameters that sit on a bound of the box (within
+        1e-4 of it, relative when the bound is above 1 in size): bit ``2 i`` the lower,
+        bit ``2 i + 1`` the upper bound of parameter ``i`` in (log_eps, log_beta, alpha)
+        order, i.e. 1 = eps at its lower, 2 = eps at its upper, 4 / 8 = beta lower / upper,
+        16 / 32 = alpha lower (0) / upper. 0: an interior fit. See ``bound_names``.
+      err: float32 in-sample error, the mean over valid points of ``|log predict - log loss|``
+        (NaN for a domain without a fit).
+    """
+
+    on_bound: Array
+    err: Array
+
+
+BOUNDS = ("data", "reference")
+ALPHA_MAX = 0.8          # the paper's (and reference's) alpha bound, kept by the data box
+DATA_FLOOR = 10.0        # data box: eps and beta may go e^-10 (4.5e-5) x the smallest loss down
+DATA_SMOOTH = 0          # data box: points either side in a moving average of log loss (0: none)
+DATA_MARGIN = 0.0        # data box: log_eps upper = log(smallest (smoothed) loss) - DATA_MARGIN
+_BOUND_NAMES = ("eps min", "eps max", "beta min", "beta max", "alpha min", "alpha max")
+
+
+def bound_names(on_bound) -> list[str]:
+    """Names of the bounds set in one ``FitInfo.on_bound`` bitmask, e.g. ``["eps min"]``
+    (``[]`` for 0 or a non-finite value, as logged before a domain's first fit)."""
+    try:
+        code = int(on_bound)
+    except (TypeError, ValueError, OverflowError):
+        return []
+    return [name for i, name in enumerate(_BOUND_NAMES) if code > 0 and code >> i & 1]
+
+
+def reference_bounds(num_domains: int | None = None) -> FitBounds:
+    """The reference code's box (``log_eps >= 0.5``, ``log_beta <= 6.5``, ``0 <= alpha <= 0.8``)
+    as ``FitBounds`` of [num_domains] (scalars when None)."""
+    shape = () if num_domains is None else (int(num_domains),)
+    full = lambda v3: PowerLaw(*(jnp.full(shape, v, jnp.float32) for v in v3))
+    return FitBounds(full(solvers.LOWER_3), full(solvers.UPPER_3))
 
 
 def make_grid(grid="paper") -> np.ndarray:
@@ -100,28 +167,133 @@ def _theta(params: PowerLaw) -> Array:
     return jnp.stack([jnp.asarray(p, jnp.float32) for p in params], axis=-1)
 
 
+def _data_box(logn_T, logy_T, w_T, alpha_max, smooth, margin, floor):
+    """([3], [3]) one domain's data box from its prepared history (see ``data_bounds``)."""
+    ok_T = w_T > 0
+    ok_s, y_s = ok_T, logy_T
+    if smooth:
+        order_T = jnp.argsort(jnp.where(ok_T, logn_T, jnp.inf))    # by n; invalid points last
+        ok_s, y_s = ok_T[order_T], logy_T[order_T]
+        k = jnp.ones((2 * smooth + 1,), jnp.float32)
+        num = jnp.convolve(jnp.where(ok_s, y_s, 0.0), k, mode="same")
+        den = jnp.convolve(ok_s.astype(jnp.float32), k, mode="same")
+        y_s = num / jnp.maximum(den, 1.0)
+    low = jnp.min(jnp.where(ok_s, y_s, jnp.inf))            # log smallest (smoothed) loss
+    high = jnp.max(jnp.where(ok_T, logy_T, -jnp.inf))       # log largest loss
+    top = jnp.maximum(jnp.max(jnp.where(ok_T, logn_T, -jnp.inf)), 0.0)   # log largest n
+    lo_3 = jnp.stack([low - floor, low - floor, jnp.float32(0.0)])
+    hi_3 = jnp.stack([low - margin, high + alpha_max * top + 1.0, jnp.float32(alpha_max)])
+    any_ok = jnp.any(ok_T)                                  # no data: the reference box (unused)
+    return (jnp.where(any_ok, lo_3, jnp.asarray(solvers.LOWER_3, jnp.float32)),
+            jnp.where(any_ok, hi_3, jnp.asarray(solvers.UPPER_3, jnp.float32)))
+
+
+def data_bounds(n_DT, loss_DT, mask_DT=None, *, alpha_max: float = ALPHA_MAX,
+                smooth: int = DATA_SMOOTH, margin: float = DATA_MARGIN,
+                floor: float = DATA_FLOOR) -> FitBounds:
+    """Each domain's box from its own history (``fit_power_law``'s default, ``bounds="data"``).
+
+    With ``y`` the valid losses (as ``fit_power_law`` selects them) and ``n`` their sample counts:
+
+    - ``log_eps <= log(min y) - margin``: the irreducible loss lies below the losses reached
+      (``L(n) - eps = beta n^-alpha > 0``). By default (``smooth=0``, ``margin=0``) eps is at
+      most the smallest observed loss. Noise puts that minimum a little below the curve, so
+      on a curve that has flattened to within its noise eps can end on this bound, which the
+      data then put it on (the forecast is unharmed: the power-law term takes up the rest).
+      ``smooth > 0`` takes the minimum of the moving average of ``log y`` over
+      ``2 smooth + 1`` points ordered by ``n`` instead;
+    - ``log_eps >= log(min y) - floor`` and ``log_beta >= log(min y) - floor``:
+      with ``floor = 10``, an eps or a power-law term below 4.5e-5 of every loss (and so of
+      Huber's delta = 1e-3 in log loss) changes no prediction; a fit there means "no floor
+      detected" / "a flat curve", and the bound only stops log_eps or log_beta drifting to
+      -inf. Relative to the data, so the box (and the fit) scales with the losses;
+    - ``log_beta <= log(max y) + alpha_max * log(max n) + 1``: any larger beta puts the
+      power-law term above e x the largest loss at every point (for alpha <= alpha_max and
+      ``n >= 1``), far from any fit; with float32 ``n`` up to 1e12 it stays below ~28;
+    - ``0 <= alpha <= alpha_max`` (paper: ``0 < alpha < 0.8``).
+
+    Args:
+      n_DT: [D, T] (or [T]) samples seen at each history point.
+      loss_DT: [D, T] (or [T]: a single domain, scalar bounds) observed losses.
+      mask_DT: optional [D, T] bool, False drops a point.
+      alpha_max: upper bound of alpha.
+      smooth: points either side in the moving average (0: the raw smallest loss).
+      margin: log_eps upper bound below the log smallest (smoothed) loss.
+      floor: lower bounds of log_eps and log_beta, below the log smallest (smoothed) loss.
+
+    Returns:
+      ``FitBounds`` of [D] (the reference box for a domain without a valid point).
+    """
+    loss = jnp.asarray(loss_DT, jnp.float32)
+    single = loss.ndim == 1
+    loss = loss[None] if single else loss
+    n = jnp.broadcast_to(jnp.asarray(n_DT, jnp.float32), loss.shape)
+    mask = None if mask_DT is None else jnp.broadcast_to(jnp.asarray(mask_DT, bool), loss.shape)
+    logn, logy, w, _ = jax.vmap(_prepare, in_axes=(0, 0, None if mask is None else 0))(n, loss, mask)
+    box = lambda *d: _data_box(*d, float(alpha_max), int(smooth), float(margin), float(floor))
+    lo_D3, hi_D3 = jax.vmap(box)(logn, logy, w)
+    bounds = _as_bounds(lo_D3, hi_D3)
+    return jax.tree.map(lambda x: x[0], bounds) if single else bounds
+
+
+def _as_bounds(lo_D3, hi_D3) -> FitBounds:
+    return FitBounds(PowerLaw(*(lo_D3[..., i] for i in range(3))),
+                     PowerLaw(*(hi_D3[..., i] for i in range(3))))
+
+
+def _box(bounds, data, num_domains: int):
+    """([D, 3], [D, 3]) lower and upper bounds from a ``bounds`` option and prepared data."""
+    if isinstance(bounds, str):
+        if bounds == "reference":
+            ref = lambda v3: jnp.broadcast_to(jnp.asarray(v3, jnp.float32), (num_domains, 3))
+            return ref(solvers.LOWER_3), ref(solvers.UPPER_3)
+        if bounds == "data":
+            box = lambda *d: _data_box(*d, ALPHA_MAX, DATA_SMOOTH, DATA_MARGIN, DATA_FLOOR)
+            return jax.vmap(box)(*data)
+        raise ValueError(f"bounds={bounds!r}: expected one of {BOUNDS} or a FitBounds")
+    if not isinstance(bounds, FitBounds):
+        raise ValueError(f"bounds has type {type(bounds).__name__}: expected one of {BOUNDS} "
+                         "or a FitBounds")
+    side = lambda p: jnp.stack([jnp.broadcast_to(jnp.asarray(x, jnp.float32), (num_domains,))
+                                for x in p], axis=-1)
+    return side(bounds.lower), side(bounds.upper)
+
+
+def check_bounds(bounds):
+    """Returns ``bounds`` if it is a valid ``bounds`` option of ``fit_power_law``, else raises
+    ValueError (for early checks, e.g. in ``ado``)."""
+    if isinstance(bounds, FitBounds) or (isinstance(bounds, str) and bounds in BOUNDS):
+        return bounds
+    raise ValueError(f"bounds={bounds!r}: expected one of {BOUNDS} or a FitBounds")
+
+
 def objective(params: PowerLaw, n_T, loss_T, mask_T=None, delta: float = 1e-3,
-              reduction: str = "mean") -> Array:
-    """[] one domain's fit objective (eq. 6 + bound penalties).
+              reduction: str = "mean", bounds="data") -> Array:
+    """[] one domain's fit objective (eq. 6 + bound penalties), as ``fit_power_law`` minimises it.
 
     ``mean`` over valid points (mask true, loss finite and > 0, n finite and > 0) of
     ``Huber_delta(log predict(params, n) - log loss)``, plus the hinge penalties (weight 1)
-    for alpha outside [0, 0.8], log_beta > 6.5, log_eps < 0.5. ``reduction="sum"`` sums the
-    Huber terms as the reference does. NaN when no point is valid.
+    for leaving the box ``bounds`` (``"reference"``: alpha outside [0, 0.8], log_beta > 6.5,
+    log_eps < 0.5). ``reduction="sum"`` sums the Huber terms as the reference does. NaN when
+    no point is valid.
 
     Args:
       params: ``PowerLaw`` of [] scalars.
       n_T: [T] sample counts.
       loss_T: [T] observed losses.
       mask_T: optional [T] bool, False drops a point.
+      delta: the Huber threshold.
       reduction: ``"mean"`` or ``"sum"`` of the Huber terms.
+      bounds: ``"data"`` (the box ``data_bounds`` derives from these points), ``"reference"``
+        or a ``FitBounds`` of scalars.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction={reduction!r}: expected 'mean' or 'sum'")
     logn_T, logy_T, w_T, count = _prepare(n_T, loss_T, mask_T)
+    lo_13, hi_13 = _box(check_bounds(bounds), (logn_T[None], logy_T[None], w_T[None]), 1)
     if reduction == "sum":
         w_T = w_T * count
-    value = solvers.objective_3(_theta(params), logn_T, logy_T, w_T, delta)
+    value = solvers.objective_3(_theta(params), logn_T, logy_T, w_T, delta, lo_13[0], hi_13[0])
     return jnp.where(count > 0, value, jnp.nan)
 
 
@@ -132,29 +304,42 @@ def _constrain(x, sharding: NamedSharding | None, spec):
 
 
 def _refine(theta_3, data, solver, maxiter, lm_steps, delta):
-    logn_T, logy_T, w_T = data
-    f = lambda th: solvers.objective_3(th, logn_T, logy_T, w_T, delta)
+    logn_T, logy_T, w_T, lo_3, hi_3 = data
+    f = lambda th: solvers.objective_3(th, logn_T, logy_T, w_T, delta, lo_3, hi_3)
     if solver == "lbfgs":
         theta_3 = solvers.lbfgs_optax(f, theta_3, maxiter)
     elif solver == "jaxopt":
         theta_3 = solvers.lbfgs_jaxopt(f, theta_3, maxiter)
     if lm_steps:
-        theta_3 = solvers.irls_lm(theta_3, logn_T, logy_T, w_T, delta, lm_steps)
+        theta_3 = solvers.irls_lm(theta_3, logn_T, logy_T, w_T, delta, lm_steps, lo_3, hi_3)
     return theta_3
+
+
+def _info(theta_3, data, tol=1e-4) -> FitInfo:
+    """One domain's ``FitInfo`` of ``theta_3`` (NaN parameters: 0 and NaN)."""
+    logn_T, logy_T, w_T, lo_3, hi_3 = data
+    slack = lambda b: tol * jnp.maximum(1.0, jnp.abs(b))
+    at_lo_3 = jnp.isfinite(lo_3) & (theta_3 <= lo_3 + slack(lo_3))
+    at_hi_3 = jnp.isfinite(hi_3) & (theta_3 >= hi_3 - slack(hi_3))
+    bits_3 = at_lo_3.astype(jnp.int32) * jnp.array([1, 4, 16]) + at_hi_3.astype(jnp.int32) * jnp.array([2, 8, 32])
+    err = jnp.sum(w_T * jnp.abs(solvers.log_predict(theta_3, logn_T) - logy_T))
+    return FitInfo(jnp.sum(bits_3).astype(jnp.int32), jnp.where(jnp.all(jnp.isfinite(theta_3)), err, jnp.nan))
 
 
 def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="paper",
                   maxiter: int = 30, refine_top_k: int | None = 8, lm_steps: int = 40,
                   delta: float = 1e-3, grid_sharding: NamedSharding | None = None,
-                  scan_starts: int = 2, alpha_scan: int = 32):
+                  scan_starts: int = 2, alpha_scan: int = 32, bounds="data",
+                  return_info: bool = False):
     """Fits ``L_d(n) = exp(log_eps_d) + exp(log_beta_d) n^-alpha_d`` for every domain d.
 
-    Pipeline (all static shapes, jittable, vmapped over domains x starts):
-      1. evaluate ``objective`` at every grid start (starts outside the bounds are projected
-         onto the box first: the weight-1 hinges would pull them there anyway; starts that
-         coincide after that are evaluated once), and at ``alpha_scan`` starts per domain on
-         the valley floor (``scaling_law_solvers.alpha_scan``: for each alpha, the closed-form
-         best eps and beta);
+    Pipeline (all static shapes, jittable, vmapped over domains x starts), in each domain's
+    box ``bounds``:
+      1. evaluate ``objective`` at every grid start (starts outside the domain's box are
+         projected onto it first: the weight-1 hinges would pull them there anyway; with
+         ``bounds="reference"`` starts that coincide after that are evaluated once), and at
+         ``alpha_scan`` starts per domain on the valley floor (``scaling_law_solvers.alpha_scan``:
+         for each alpha, the closed-form best eps and beta);
       2. keep the ``refine_top_k - scan_starts`` best grid starts and the ``scan_starts``
          best scan starts per domain (``refine_top_k=None``: all grid starts, as the
          reference, plus the scan starts; at least one grid start is always kept, so
@@ -174,35 +359,51 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
         The Huber delta of 1e-3 makes the objective nearly piecewise linear in the log
         residuals; L-BFGS handles that poorly, and on benchmarks/fit_bench.py "lm" reaches a
         lower objective than "lbfgs" (+ the same LM steps) in a fraction of the time.
+      grid: "paper", "reference" or a [G, 3] array of (log_eps, log_beta, alpha) starts.
       maxiter: L-BFGS iterations (ignored by "lm").
       refine_top_k: starts refined per domain (None: every grid start, as the reference).
       lm_steps: LM steps (0 to skip for L-BFGS).
       delta: the Huber threshold (paper: 1e-3).
-      grid: "paper", "reference" or a [G, 3] array of (log_eps, log_beta, alpha) starts.
       grid_sharding: optional ``NamedSharding`` for a [G, 3] array (e.g. ``P("x", None)``);
         its mesh axis on dim 0 shards the start axis of every stage.
       scan_starts: refined starts taken from the alpha scan (0: the grid only, as the paper).
         Without them a short curve (n over one decade) can end in the valley far from its
         minimum: LM crawls along it and the grid's best starts all lie on one side.
       alpha_scan: number of alphas in the scan, the midpoints of ``alpha_scan`` equal
-        cells of [0, 0.8].
+        cells of each domain's alpha range ([0, 0.8] in both built-in boxes).
+      bounds: the box on (log_eps, log_beta, alpha), applied alike by the hinge penalties,
+        every solver, the grid of starts and the alpha scan:
+        ``"data"`` (default): per domain from its own history (``data_bounds``): eps in
+        [e^-10, 1] x the smallest observed loss, 0 <= alpha <= 0.8, log_beta wide enough
+        for any law that fits the data. The paper (App. A.1) calls its bounds "purely
+        preventative ... almost never saturated"; this box keeps them so on any loss scale.
+        ``"reference"``: exactly the reference code's (and the paper's stated) box,
+        ``log_eps >= 0.5, log_beta <= 6.5, 0 <= alpha <= 0.8``. It assumes GPT-2-token losses
+        of 2-4 nats: a domain whose loss floor is below e^0.5 = 1.65 nats (bytes, code, long
+        runs) gets eps held at 1.65. Or a ``FitBounds`` of [D] (or scalars).
+      return_info: also return ``FitInfo`` (which parameters sit on a bound, in-sample error).
 
     Returns:
-      ``(PowerLaw [D] each, objective_D [D])``. A domain with no valid point gets NaN
-      parameters and objective (``keep_finite`` then keeps the previous fit).
+      ``(PowerLaw [D] each, objective_D [D])``, plus ``FitInfo`` of [D] with
+      ``return_info=True``. A domain with no valid point gets NaN parameters and objective
+      (``keep_finite`` then keeps the previous fit).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r}: expected one of {SOLVERS}")
     if maxiter < 0 or lm_steps < 0 or (solver == "lm" and lm_steps == 0):
         raise ValueError(f"maxiter={maxiter}, lm_steps={lm_steps}: expected >= 0 (lm_steps > 0 for 'lm')")
+    check_bounds(bounds)
     loss = jnp.asarray(loss_DT, jnp.float32)
     single = loss.ndim == 1
     loss = loss[None] if single else loss
     if loss.ndim != 2:
         raise ValueError(f"loss_DT has shape {loss.shape}: expected [D, T] or [T]")
+    num_domains = loss.shape[0]
     n = jnp.broadcast_to(jnp.asarray(n_DT, jnp.float32), loss.shape)
     mask = None if mask_DT is None else jnp.broadcast_to(jnp.asarray(mask_DT, bool), loss.shape)
-    grid_G3 = np.clip(make_grid(grid), np.float32(solvers.LOWER_3), np.float32(solvers.UPPER_3))
+    grid_G3 = make_grid(grid)
+    if isinstance(bounds, str) and bounds == "reference":   # a static box: project here
+        grid_G3 = np.clip(grid_G3, np.float32(solvers.LOWER_3), np.float32(solvers.UPPER_3))
     _, first = np.unique(grid_G3, axis=0, return_index=True)   # paper grid: 336 -> 168 starts
     grid_G3 = jnp.asarray(grid_G3[np.sort(first)])
     num_starts = grid_G3.shape[0]
@@ -216,24 +417,31 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
     scan_starts = min(scan_starts, k - 1)              # at least one grid start is refined
     k_grid = k - scan_starts
     axis = None if grid_sharding is None else grid_sharding.spec[0]
-    grid_G3 = _constrain(grid_G3, grid_sharding, P(axis, None))
 
     prep = jax.vmap(_prepare, in_axes=(0, 0, None if mask is None else 0))
     logn_DT, logy_DT, w_DT, count_D = prep(n, loss, mask)
-    data = (logn_DT, logy_DT, w_DT)
-    per_start = lambda th, d: solvers.objective_3(th, *d, delta)
-    f_grid = jax.vmap(jax.vmap(per_start, in_axes=(0, None)), in_axes=(None, 0))
-    obj_DG = _constrain(f_grid(grid_G3, data), grid_sharding, P(None, axis))
+    lo_D3, hi_D3 = _box(bounds, (logn_DT, logy_DT, w_DT), num_domains)
+    data = (logn_DT, logy_DT, w_DT, lo_D3, hi_D3)
+    # Every domain's starts, projected onto its box: [D, G, 3].
+    start_DG3 = jnp.clip(grid_G3[None], lo_D3[:, None], hi_D3[:, None])
+    start_DG3 = _constrain(start_DG3, grid_sharding, P(None, axis, None))
+    per_start = lambda th, d: solvers.objective_3(th, d[0], d[1], d[2], delta, d[3], d[4])
+    f_starts = jax.vmap(jax.vmap(per_start, in_axes=(0, None)))   # [D, S, 3] x data -> [D, S]
+    obj_DG = _constrain(f_starts(start_DG3, data), grid_sharding, P(None, axis))
 
     finite = lambda o: jnp.where(jnp.isfinite(o), o, jnp.inf)
     if k_grid < num_starts:
-        start_DK3 = grid_G3[jax.lax.top_k(-finite(obj_DG), k_grid)[1]]
+        idx_DK = jax.lax.top_k(-finite(obj_DG), k_grid)[1]
+        start_DK3 = jnp.take_along_axis(start_DG3, idx_DK[:, :, None], axis=1)
     else:
-        start_DK3 = jnp.broadcast_to(grid_G3, (loss.shape[0],) + grid_G3.shape)
+        start_DK3 = start_DG3
     if scan_starts:
-        alphas_A = (np.arange(alpha_scan) + 0.5) * (solvers.UPPER_3[2] / alpha_scan)
-        scan_DA3 = jax.vmap(solvers.alpha_scan, in_axes=(0, 0, 0, None))(*data, alphas_A)
-        obj_DA = jax.vmap(jax.vmap(per_start, in_axes=(0, None)))(scan_DA3, data)
+        a_lo_D = jnp.where(jnp.isfinite(lo_D3[:, 2]), lo_D3[:, 2], 0.0)
+        a_hi_D = jnp.where(jnp.isfinite(hi_D3[:, 2]), hi_D3[:, 2], a_lo_D + ALPHA_MAX)
+        cells_A = (np.arange(alpha_scan, dtype=np.float32) + 0.5) / alpha_scan
+        alphas_DA = a_lo_D[:, None] + cells_A[None] * (a_hi_D - a_lo_D)[:, None]
+        scan_DA3 = jax.vmap(solvers.alpha_scan)(logn_DT, logy_DT, w_DT, alphas_DA, lo_D3, hi_D3)
+        obj_DA = f_starts(scan_DA3, data)
         idx_DS = jax.lax.top_k(-finite(obj_DA), scan_starts)[1]
         scan_DS3 = jnp.take_along_axis(scan_DA3, idx_DS[:, :, None], axis=1)
         # (a NaN scan start, from a singular solve, refines to NaN and is never picked)
@@ -242,7 +450,7 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
     refine = lambda th, d: _refine(th, d, solver, maxiter, lm_steps, delta)
     theta_DK3 = jax.vmap(jax.vmap(refine, in_axes=(0, None)))(start_DK3, data)
     theta_DK3 = _constrain(theta_DK3, grid_sharding, P(None, axis, None))
-    obj_DK = jax.vmap(jax.vmap(per_start, in_axes=(0, None)))(theta_DK3, data)
+    obj_DK = f_starts(theta_DK3, data)
     obj_DK = jnp.where(jnp.isfinite(obj_DK), obj_DK, jnp.inf)
 
     best_D = jnp.argmin(obj_DK, axis=1)
@@ -252,9 +460,12 @@ def fit_power_law(n_DT, loss_DT, mask_DT=None, *, solver: str = "lm", grid="pape
     theta_D3 = jnp.where(bad_D[:, None], jnp.nan, theta_D3)
     obj_D = jnp.where(bad_D, jnp.nan, obj_D)
     params = PowerLaw(theta_D3[:, 0], theta_D3[:, 1], theta_D3[:, 2])
+    out = (params, obj_D)
+    if return_info:
+        out = out + (jax.vmap(_info)(theta_D3, data),)
     if single:
-        return PowerLaw(*(p[0] for p in params)), obj_D[0]
-    return params, obj_D
+        return jax.tree.map(lambda x: x[0], out)
+    return out
 
 
 def keep_finite(new: PowerLaw, new_obj_D, prev: PowerLaw, prev_obj_D):

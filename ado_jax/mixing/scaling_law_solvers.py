@@ -6,6 +6,10 @@ prepared data to a refined ``theta_3`` with a FIXED amount of work (a ``fori_loo
 static trip count), so a caller can ``vmap`` it over domains x starts and run it under
 ``jit``/``lax.cond`` with a static cost. Each solver returns the best iterate it visited (by
 objective value), so a failed line search or a NaN step cannot make a start worse.
+
+The box ``lo_3 <= theta_3 <= hi_3`` is an argument of every function (per start, so a caller
+can vmap a per-domain box along with the data); ``scaling_law.fit_power_law`` builds it
+(``bounds="data"`` or ``"reference"``). Bounds may be infinite (then they never bind).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import optax
 
 Array = jax.Array
 
-# Box implied by the hinge penalties (DESIGN.md §4, reference `loss_fn`), order
-# (log_eps, log_beta, alpha): log_eps >= 0.5, log_beta <= 6.5, 0 <= alpha <= 0.8.
-LOWER_3 = (0.5, -jnp.inf, 0.0)
-UPPER_3 = (jnp.inf, 6.5, 0.8)
+# The reference code's box (its `loss_fn` hinges; the paper, App. A.1, states the same box),
+# order (log_eps, log_beta, alpha): log_eps >= 0.5, log_beta <= 6.5, 0 <= alpha <= 0.8.
+# ``fit_power_law(bounds="reference")`` uses it; the default box follows the data.
+LOWER_3 = (0.5, -float("inf"), 0.0)
+UPPER_3 = (float("inf"), 6.5, 0.8)
 
 
 def huber(r: Array, delta: float) -> Array:
@@ -30,11 +35,10 @@ def huber(r: Array, delta: float) -> Array:
     return jnp.where(a > delta, delta * (a - 0.5 * delta), 0.5 * r * r)
 
 
-def penalty(theta_3: Array) -> Array:
-    """[] linear hinge penalties (weight 1) for leaving the box ``LOWER_3..UPPER_3``."""
-    log_eps, log_beta, alpha = theta_3[0], theta_3[1], theta_3[2]
-    return (jnp.maximum(alpha - 0.8, 0.0) + jnp.maximum(-alpha, 0.0)
-            + jnp.maximum(log_beta - 6.5, 0.0) + jnp.maximum(0.5 - log_eps, 0.0))
+def penalty(theta_3: Array, lo_3, hi_3) -> Array:
+    """[] linear hinge penalties (weight 1) for leaving the box ``lo_3..hi_3`` ([3] each)."""
+    lo_3, hi_3 = jnp.asarray(lo_3, theta_3.dtype), jnp.asarray(hi_3, theta_3.dtype)
+    return jnp.sum(jnp.maximum(theta_3 - hi_3, 0.0) + jnp.maximum(lo_3 - theta_3, 0.0))
 
 
 def log_predict(theta_3: Array, logn_T: Array) -> Array:
@@ -42,10 +46,12 @@ def log_predict(theta_3: Array, logn_T: Array) -> Array:
     return jnp.logaddexp(theta_3[0], theta_3[1] - theta_3[2] * logn_T)
 
 
-def objective_3(theta_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: float) -> Array:
-    """[] weighted mean Huber of log residuals + penalties; ``w_T`` sums to 1 over valid points."""
+def objective_3(theta_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: float,
+                lo_3, hi_3) -> Array:
+    """[] weighted mean Huber of log residuals + penalties for leaving ``lo_3..hi_3``;
+    ``w_T`` sums to 1 over valid points."""
     r_T = log_predict(theta_3, logn_T) - logy_T
-    return jnp.sum(w_T * huber(r_T, delta)) + penalty(theta_3)
+    return jnp.sum(w_T * huber(r_T, delta)) + penalty(theta_3, lo_3, hi_3)
 
 
 def _keep_best(x, fx, best_x, best_f):
@@ -96,7 +102,7 @@ def lbfgs_jaxopt(f: Callable[[Array], Array], theta0_3: Array, maxiter: int = 20
 
 
 def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: float,
-            steps: int, damping0: float = 1e-3) -> Array:
+            steps: int, lo_3, hi_3, damping0: float = 1e-3) -> Array:
     """Projected Levenberg-Marquardt on the IRLS majorizer of the Huber objective.
 
     Specialised to ``log L = logaddexp(log_eps, log_beta - alpha log n)``: the residual
@@ -104,11 +110,11 @@ def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: fl
     ``[1 - s, s, -s log n]``). Each step solves the 3x3 damped normal equations with Huber
     weights ``min(1, delta/|r|)`` (the majorize-minimize bound of Huber), only over variables
     not held at a bound, projects onto the box, and is accepted only if the true objective
-    drops (else the damping grows x10). Starts outside the box are projected first (the
-    penalties are exact, so the penalised minimum lies in the box). Returns [3].
+    drops (else the damping grows x10). Starts outside the box ``lo_3..hi_3`` are projected
+    first (the penalties are exact, so the penalised minimum lies in the box). Returns [3].
     """
-    lo, hi = jnp.asarray(LOWER_3), jnp.asarray(UPPER_3)
-    f = lambda th: objective_3(th, logn_T, logy_T, w_T, delta)
+    lo, hi = jnp.asarray(lo_3, theta0_3.dtype), jnp.asarray(hi_3, theta0_3.dtype)
+    f = lambda th: objective_3(th, logn_T, logy_T, w_T, delta, lo, hi)
     x0 = jnp.clip(theta0_3, lo, hi)
 
     def body(_, carry):
@@ -137,7 +143,7 @@ def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: fl
     return jax.lax.fori_loop(0, steps, body, carry)[0]
 
 
-def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array) -> Array:
+def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array, lo_3, hi_3) -> Array:
     """[A, 3] starts on the valley floor: for each alpha, the best (log_eps, log_beta) in closed form.
 
     For a fixed alpha the law ``eps + beta x`` (``x = n^-alpha``) is linear in (eps, beta), so
@@ -145,12 +151,18 @@ def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array) -> Arr
     first-order log residual) is a 2x2 solve (variable projection). Over a short n range the
     objective's minimiser lies in a long curved valley in (log_eps, log_beta, alpha) that LM
     only crawls along, and a coarse grid rarely lands near it; these starts lie on it.
-    The box is applied crudely (eps >= e^0.5, then 0 < beta <= e^6.5): they are only starts.
-    NaN where the solve is singular (alpha = 0, no valid point).
+    The box ``lo_3..hi_3`` is applied crudely (beta <= its upper bound, re-solving eps; then
+    eps into its range, re-solving beta; then beta into its range, at least 1e-6 when its
+    lower bound is 0): they are only starts. NaN where the solve is singular (alpha = 0, no
+    valid point).
     """
     y_T = jnp.exp(logy_T)
     v_T = w_T / (y_T * y_T)
-    e_lo, b_hi = jnp.exp(LOWER_3[0]), jnp.exp(UPPER_3[1])
+    lo_3, hi_3 = jnp.asarray(lo_3, jnp.float32), jnp.asarray(hi_3, jnp.float32)
+    e_lo, e_hi = jnp.exp(lo_3[0]), jnp.exp(hi_3[0])
+    e_lo = jnp.where(e_lo > 0, e_lo, 1e-30)                  # keeps log(eps) finite
+    b_lo, b_hi = jnp.exp(lo_3[1]), jnp.exp(hi_3[1])
+    b_lo = jnp.where(b_lo > 0, b_lo, 1e-6)
 
     def one(alpha):
         x_T = jnp.exp(-alpha * logn_T)
@@ -161,10 +173,10 @@ def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array) -> Arr
         beta = (s1 * sxy - sx * sy) / det
         too_big = beta > b_hi
         eps = jnp.where(too_big, (sy - b_hi * sx) / s1, eps)
-        low = eps < e_lo
-        beta = jnp.where(low, (sxy - e_lo * sx) / sxx, jnp.where(too_big, b_hi, beta))
-        eps = jnp.maximum(eps, e_lo)
-        beta = jnp.clip(beta, 1e-6, b_hi)
+        eps_in = jnp.clip(eps, e_lo, e_hi)
+        beta = jnp.where(eps_in != eps, (sxy - eps_in * sx) / sxx, jnp.where(too_big, b_hi, beta))
+        eps = eps_in
+        beta = jnp.clip(beta, b_lo, b_hi)
         theta_3 = jnp.stack([jnp.log(eps), jnp.log(beta), alpha])
         return jnp.where(ok, theta_3, jnp.nan)
 
