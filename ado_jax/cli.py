@@ -43,11 +43,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     """Evaluates the run's latest checkpoint on every domain's held-out split; prints JSON."""
     import jax
-    import numpy as np
 
-    from ado_jax import checkpoint, sharding, train
+    from ado_jax import checkpoint, loop, sharding, train
     from ado_jax.data import setup as data_setup
-    from ado_jax.mixing.from_config import build_mixer
 
     cfg = data_setup.resolve_vocab_size(_load(args))
     ckpt = checkpoint.Checkpointer(f"{args.run_dir}/checkpoints")
@@ -55,8 +53,8 @@ def cmd_eval(args) -> int:
     if step is None:
         raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
     mesh = sharding.make_mesh(cfg.mesh)
-    loader, heldout = data_setup.train_loader(cfg, mesh), data_setup.heldout_stream(cfg)
-    mixer = build_mixer(cfg.mixer, loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
+    loader, heldout = data_setup.train_loader(cfg, mesh), data_setup.heldout_stream(cfg, with_eval_only=True)
+    mixer = cfg.mixer.build(loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
     opt = train.make_optimizer(cfg.train)
     D = len(loader.names)
     # The state's shape, stream state included (a host loader's differs from an in-step stream's).
@@ -64,9 +62,9 @@ def cmd_eval(args) -> int:
         lambda k: train.init_state(cfg.model, opt, mixer, loader.init_state(k, mixer.init(D).weights), D, k),
         jax.random.PRNGKey(0))
     state, _ = ckpt.restore(abstract, train.state_shardings(abstract, mesh), step)
-    losses_D = np.asarray(train.evaluate(state.model, heldout.fixed_batches(args.batches)))
-    print(json.dumps({"step": step, "eval_loss": dict(zip(loader.names, losses_D.tolist())),
-                      "eval_loss_mean": float(losses_D.mean())}))
+    rec = loop.eval_record(step, state.model, heldout.fixed_batches(args.batches), heldout.names,
+                           dict(zip(loader.names, loader.sizes())), cfg.data.eval_only_domains)
+    print(json.dumps(rec))
     return 0
 
 
@@ -83,16 +81,21 @@ def cmd_compare(args) -> int:
     """Prints the comparison table of runs (``ado_jax.compare``)."""
     from ado_jax.compare import compare
 
-    print(compare(args.run_dirs, as_json=args.json))
+    print(compare(args.run_dirs, as_json=args.json, against=args.against))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare."""
+def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
+    """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare.
+
+    ``field_help``: list every config field under ``train --help`` / ``eval --help`` (that
+    imports the mixers, hence JAX; ``main`` asks for it only when help is requested).
+    """
     parser = argparse.ArgumentParser(prog="ado-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("train", help="train (or resume) a run", epilog=describe(), formatter_class=fmt)
+    fields = describe() if field_help else None
+    p = sub.add_parser("train", help="train (or resume) a run", epilog=fields, formatter_class=fmt)
     _config_args(p)
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N (stop after N steps)")
     p.add_argument("--task", help="icl_regression|sparse_parity|facts: train a synthetic task (ado_jax.synthetic) "
@@ -101,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "static|natural|balanced|ado|aioli|doremi|odm|skill_it")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
-                       epilog=describe(), formatter_class=fmt)
+                       epilog=fields, formatter_class=fmt)
     _config_args(p)
     p.add_argument("--batches", type=int, default=4, help="held-out batches per domain")
     p.set_defaults(fn=cmd_eval)
@@ -112,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="table of final per-domain eval losses of several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
+    p.add_argument("--against", nargs="+", metavar="RUN_DIR",
+                   help="a second arm's runs: print RUN_DIRs minus these, paired by train.seed, with 95%% intervals")
     p.set_defaults(fn=cmd_compare)
 
     from ado_jax.data import corpus_cli
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    args = build_parser().parse_args(argv)
+    args = build_parser(field_help=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
     try:
         return args.fn(args)
     except (ValueError, FileNotFoundError) as e:  # config/data/run validation errors: one line, no traceback

@@ -1,49 +1,28 @@
 """Typed run configuration: dataclasses, presets, ``--set key=value`` overrides and validation.
 
-Every field carries a ``help`` string; ``describe()`` turns them into the CLI's ``--help`` text.
+A run's ``Config`` is assembled from each part's own config: ``ModelConfig`` (beside the model,
+``ado_jax.models.llama``), ``TrainConfig``, ``MeshConfig``, ``DataConfig`` (here) and the mixer's
+config — one dataclass per mixer, declared in the mixer's module and registered by name
+(``ado_jax.mixing.registry``): ``mixer.name`` chooses the class, ``mixer.<field>`` sets that
+mixer's fields. Every field carries a ``help`` string; ``describe()`` turns them into the
+CLI's ``--help`` text and ``docs/config.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import typing
 from dataclasses import dataclass, field
 
+from ado_jax.models.llama import ModelConfig
+from ado_jax.options import option as _f
 from ado_jax.presets import PRESETS
 
-
-def _f(default, help: str, **kw):
-    """A dataclass field with a help string (and a copied default for mutable values)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-@dataclass
-class ModelConfig:
-    """The Llama transformer's shape and numerics."""
-
-    vocab_size: int = _f(256, "vocabulary size; 0 = take it from the data (builtin bytes 256, corpus tokenizer)")
-    d_model: int = _f(64, "residual stream width")
-    n_layers: int = _f(2, "number of transformer blocks (stacked and scanned)")
-    n_heads: int = _f(4, "query heads")
-    n_kv_heads: int = _f(4, "key/value heads (grouped-query attention when < n_heads)")
-    d_ff: int = _f(0, "SwiGLU hidden width; 0 means 8/3*d_model rounded up to a multiple of 64")
-    max_seq_len: int = _f(2048, "longest sequence the rotary table covers")
-    rope_theta: float = _f(10000.0, "rotary embedding base")
-    qk_norm: bool = _f(False, "RMS-normalize queries and keys per head")
-    tie_embeddings: bool = _f(True, "share one [vocab, d_model] array for input embedding and output projection")
-    norm_eps: float = _f(1e-5, "RMSNorm epsilon")
-    init_std: float = _f(0.02, "stddev of the normal initialisation of weight matrices")
-    param_dtype: str = _f("float32", "dtype parameters are stored and updated in")
-    compute_dtype: str = _f("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
-    remat: str = _f("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
-
-    @property
-    def ff_dim(self) -> int:
-        return self.d_ff or 64 * math.ceil(8 * self.d_model / 3 / 64)
+__all__ = ["Config", "DataConfig", "MeshConfig", "ModelConfig", "TrainConfig", "describe", "load_config", "validate"]
+# The flat mixer keys of earlier releases, and what each became (with mixer.name set to the owner).
+RENAMED_MIXER_KEYS = {"aioli_eps": "eps", "doremi_eta": "eta", "doremi_smoothing": "smoothing",
+                      "odm_reward": "reward", "odm_alpha": "alpha"}
 
 
 @dataclass
@@ -88,50 +67,13 @@ class DataConfig:
     corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus (built there when missing)")
     loader: str = _f("device", "device (tokens on device, sampled inside the step) | host (memmap, prefetched)")
     prefetch: int = _f(1, "host loader: batches drawn ahead in background threads (0 = none)")
-    domains: list[str] = _f([], "domain names to use (empty: all)")
+    domains: list[str] = _f([], "domain names to train on (empty: all but data.eval_only_domains)")
+    eval_only_domains: list[str] = _f([], "domains evaluated only: never trained on nor shown to the mixer "
+                                          "(out-of-distribution targets; logged in eval_loss and eval_loss_ood)")
+    groups: list[str] = _f([], "merge trained domains into groups the mixer sees as one domain each: "
+                               "name=domain+domain+... entries, e.g. [\"tech=code+manpages\"]")
     max_bytes_per_domain: int = _f(2_000_000, "builtin source: cap on bytes read per domain")
     heldout_fraction: float = _f(0.05, "builtin source: fraction of each domain kept for held-out eval")
-
-
-@dataclass
-class MixerConfig:
-    """Which data-mixture policy runs inside the step, and its hyperparameters."""
-
-    name: str = _f("balanced", "static | natural | balanced | ado | aioli | doremi | odm | skill_it")
-    weights: list[float] = _f([], "static mixer: one weight per domain")
-    heldout_batches: int = _f(1, "held-out batches per domain evaluated in-step when a mixer asks (aioli, doremi)")
-    # ADO (paper 002 defaults)
-    gamma1: float = _f(0.1, "ado: EMA rate of the credit history h")
-    gamma2: float = _f(0.1, "ado: weight of the new preference rho against the running mean")
-    s: float = _f(0.5, "ado: credit exponent in lambda ~ h^s")
-    delta_min: float = _f(0.01, "ado: minimum probability per domain (App. C clipping)")
-    fit_every: int = _f(1000, "ado: refit the scaling laws every N steps")
-    fit_start: int = _f(500, "ado: first fit at this step (prior used before)")
-    prior: str = _f("natural", "ado: prior mu: natural | uniform")
-    skip_first: int = _f(500, "ado: steps left out of the fitter's history (paper: 500)")
-    subsample_every: int = _f(10, "ado: keep every N-th step in the history (paper: 10)")
-    history_len: int = _f(512, "ado: history slots per domain (stride doubles when full)")
-    smoothing: str = _f("none", "ado: none (paper) | savgol (reference: Savitzky-Golay 101/3)")
-    credit: str = _f("paper", "ado: paper | reference | reference_v0 credit assignment")
-    clip: str = _f("paper", "ado: paper (clip after mixing) | reference (clip rho first)")
-    # Aioli (paper 004 defaults); rounds span train.decay_steps, the run's planned length
-    rounds: int = _f(20, "aioli/skill_it: rounds T over train.decay_steps")
-    sweeps: int = _f(4, "aioli: LearnParams sweeps k over the D smoothed one-hot mixtures")
-    delta: float = _f(0.128, "aioli: fraction of each round spent in LearnParams")
-    aioli_eps: float = _f(0.75, "aioli: smoothing eps of the one-hot mixtures (1-eps)*onehot + eps*uniform")
-    eta: float = _f(0.2, "aioli/skill_it: exponentiated-gradient step size eta")
-    gamma: float = _f(-1.0, "aioli: EMA gamma on the normalized A (-1: none)")
-    variant: str = _f("full", "aioli: full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
-    init_steps: int = _f(0, "aioli: steps on the prior (mixer.prior) before the first round (Aioli+method); "
-                            "0: one step on uniform, whose held-out loss is round 1's baseline")
-    # DoReMi, ODM, Skill-It
-    reference_losses: list[float] = _f([], "doremi: per-domain losses of a reference model (e.g. eval_loss of a balanced run)")
-    doremi_eta: float = _f(1.0, "doremi: exponentiated-gradient step size (Xie et al.: 1)")
-    doremi_smoothing: float = _f(1e-3, "doremi: weight of the uniform mixture mixed in each step")
-    use_heldout: bool = _f(False, "doremi: excess loss on in-step held-out batches instead of training losses")
-    odm_reward: str = _f("smoothed", "odm: smoothed (moving average, Aioli's statement) | cumulative (EXP3 reference)")
-    odm_alpha: float = _f(0.9, "odm: smoothing alpha of the moving-average reward")
-    graph: list = _f([], "skill_it: [D, D] skills graph as a JSON list of rows (ado_jax.mixing.skills_graph)")
 
 
 @dataclass
@@ -142,11 +84,21 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    mixer: MixerConfig = field(default_factory=MixerConfig)
+    mixer: typing.Any = field(default_factory=lambda: _mixer_class("balanced")())  # a registered MixerConfig
 
     def to_dict(self) -> dict:
-        """The config as nested plain dicts (what ``config.json`` in a run directory holds)."""
-        return dataclasses.asdict(self)
+        """The config as nested plain dicts (what ``config.json`` in a run directory holds);
+        the ``mixer`` section starts with its ``name``."""
+        tree = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        tree["mixer"] = self.mixer.to_dict()
+        return tree
+
+
+def _mixer_class(name: str) -> type:
+    """The config dataclass registered for mixer ``name`` (imports the mixers on first use)."""
+    from ado_jax.mixing import config_class
+
+    return config_class(name)
 
 
 def _convert(value, typ, key: str):
@@ -189,10 +141,31 @@ def _apply(cfg: Config, key: str, value) -> None:
     if section is None or not dataclasses.is_dataclass(section):
         raise ValueError(f"unknown config section {section_name!r} in {key!r}; "
                          f"sections: {[f.name for f in dataclasses.fields(cfg)]}")
+    if section_name == "mixer" and name == "name":  # choose the mixer: its own config class, defaults
+        value = _convert(value, str, key)
+        if value != cfg.mixer.name:
+            cfg.mixer = _mixer_class(value)()
+        return
     hints = typing.get_type_hints(type(section))
-    if name not in hints:
+    if name not in hints or typing.get_origin(hints[name]) is typing.ClassVar:
+        if section_name == "mixer":
+            raise ValueError(_unknown_mixer_key(section, name))
         raise ValueError(f"unknown config key {key!r}; {section_name} has: {sorted(hints)}")
     setattr(section, name, _convert(value, hints[name], key))
+
+
+def _unknown_mixer_key(spec, name: str) -> str:
+    """The error for ``mixer.<name>`` that the chosen mixer lacks: its fields, and who has ``name``."""
+    from ado_jax.mixing import config_class, mixer_names
+
+    if name in RENAMED_MIXER_KEYS:
+        owner = name.split("_")[0]
+        return (f"mixer.{name} was renamed mixer.{RENAMED_MIXER_KEYS[name]} (with mixer.name={owner}); "
+                "each mixer's fields now belong to that mixer")
+    owners = [m for m in mixer_names() if name in {f.name for f in dataclasses.fields(config_class(m))}]
+    fields = sorted(f.name for f in dataclasses.fields(spec))
+    hint = f"; {name} is a field of mixer {', '.join(owners)} (set mixer.name first)" if owners else ""
+    return f"mixer.{name} is not a field of mixer {spec.name!r} (its fields: {fields}){hint}"
 
 
 def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None) -> Config:
@@ -214,24 +187,24 @@ def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None
     for section, values in tree.items():
         if not isinstance(values, dict):
             raise ValueError(f"config section {section!r} must be an object, got {values!r}")
-        for name, value in values.items():
+        for name, value in sorted(values.items(), key=lambda kv: kv[0] != "name"):  # mixer.name first
             _apply(cfg, f"{section}.{name}", value)
+    pairs = []
     for item in overrides or []:
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
-        _apply(cfg, key.strip(), value.strip())
+        pairs.append((key.strip(), value.strip()))
+    for key, value in sorted(pairs, key=lambda kv: kv[0] != "mixer.name"):  # a new mixer's fields need its class
+        _apply(cfg, key, value)
     validate(cfg)
     return cfg
 
 
 def validate(cfg: Config, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first inconsistent or out-of-range field."""
-    from ado_jax.mixing.from_config import MIXERS  # (the mixer's hyperparameters: build_mixer)
-
     m, t, mesh = cfg.model, cfg.train, cfg.mesh
-    if cfg.mixer.name not in MIXERS:
-        raise ValueError(f"mixer.name={cfg.mixer.name!r}: expected one of {', '.join(MIXERS)}")
+    _mixer_class(cfg.mixer.name)  # a registered mixer (its hyperparameters are checked by its build())
     positive = {"model.d_model": m.d_model, "model.n_layers": m.n_layers,
                 "model.n_heads": m.n_heads, "model.n_kv_heads": m.n_kv_heads, "train.steps": t.steps,
                 "train.batch_size": t.batch_size, "train.seq_len": t.seq_len, "train.grad_accum": t.grad_accum,
@@ -289,20 +262,41 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                              f"is not divisible by the batch axes data*fsdp={data * fsdp}")
 
 
+def _sections() -> list[tuple[str, str, str, list]]:
+    """``(title, key prefix, doc, fields)`` per section: the shared ``mixer`` fields (``name``
+    and those of ``MixerConfig``), then one entry per registered mixer with its own fields."""
+    from ado_jax.mixing import MixerConfig, config_class, mixer_names
+
+    out = [(f.name, f.name, type(f.default_factory()).__doc__, list(dataclasses.fields(f.default_factory())))
+           for f in dataclasses.fields(Config) if f.name != "mixer"]
+    name_field = dataclasses.field(default="balanced", metadata={"help": "the mixer: " + " | ".join(mixer_names())})
+    name_field.name = "name"
+    shared = {f.name for f in dataclasses.fields(MixerConfig)}
+    out.append(("mixer", "mixer", "The data-mixture policy inside the step; its fields follow per mixer.",
+                [name_field, *dataclasses.fields(MixerConfig)]))
+    for name in mixer_names():
+        cls = config_class(name)
+        out.append((f"mixer.name={name}", "mixer", cls.__doc__,
+                    [f for f in dataclasses.fields(cls) if f.name not in shared]))
+    return out
+
+
 def describe(markdown: bool = False) -> str:
     """Every config field with its type, default and help: text for ``ado-jax train --help``, or
-    with ``markdown=True`` one table per section (``docs/config.md`` embeds it; a test keeps it current)."""
+    with ``markdown=True`` one table per section and per mixer (``docs/config.md`` embeds it; a
+    test keeps it current). A mixer's own fields apply when ``mixer.name`` names that mixer."""
     lines = [] if markdown else ["config fields (set with --set section.field=value):"]
-    for section in dataclasses.fields(Config):
-        sub = section.default_factory()
-        rows = [(f"{section.name}.{f.name}", repr(getattr(sub, f.name)), f.metadata.get("help", ""))
-                for f in dataclasses.fields(sub)]
+    for title, prefix, doc, fields in _sections():
+        rows = [(f"{prefix}.{f.name}", repr(f.default_factory() if f.default is dataclasses.MISSING else f.default),
+                 f.metadata.get("help", "")) for f in fields]
         if markdown:
-            lines += [f"## `{section.name}`", "", str(type(sub).__doc__), "", "| field | default | meaning |", "|---|---|---|"]
+            lines += [f"## `{title}`", "", str(doc), "", "| field | default | meaning |", "|---|---|---|"]
             lines += [f"| `{key}` | `{default}` | {text.replace('|', '&#124;')} |" for key, default, text in rows]
+            if not rows:
+                lines.append("| (none) | | |")
             lines.append("")
         else:
-            lines.append(f"  [{section.name}] {type(sub).__doc__}")
+            lines.append(f"  [{title}] {doc}")
             lines += [f"    {key} = {default}: {text}" for key, default, text in rows]
     if not markdown:
         lines.append("presets: " + ", ".join(PRESETS))

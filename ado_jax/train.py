@@ -21,7 +21,6 @@ from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import ModelConfig, TrainConfig
 from ado_jax.mixing import wants_heldout
 from ado_jax.mixing.base import Mixer
-from ado_jax.mixing.from_config import mixer_metrics
 from ado_jax.models.llama import Llama, sequence_losses
 from ado_jax.sharding import batch_sharding, tree_shardings
 
@@ -176,8 +175,9 @@ def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shard
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
                    "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
-                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state), "heldout_eval": jnp.asarray(want, jnp.int32),
-                   **mixer_metrics(mixer_state)}
+                   "domain_loss_ema": tracker.ema_loss(new_state.tracker_state),
+                   "heldout_eval": jnp.asarray(want, jnp.int32),
+                   **mixer.metrics(mixer_state)}
         return new_state, metrics
 
     # Donate the state but never the data or held-out batches: they are reused every step.

@@ -64,12 +64,11 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
     from ado_jax.data.base import FixedBatch
     from ado_jax.data.host_source import HostSource, Prefetcher
     from ado_jax.data.in_memory import InMemoryDomains
-    from ado_jax.mixing.from_config import build_mixer
 
     cfg = load_config("demo", [f"model.vocab_size={vocab}"])
     mesh = sharding.make_mesh(cfg.mesh)
     src = HostSource(doms, B, T, vocab)
-    mixer = build_mixer(cfg.mixer, src.sizes())
+    mixer = cfg.mixer.build(src.sizes())
     opt = train.make_optimizer(cfg.train)
     small = InMemoryDomains.from_arrays({n: np.asarray(a[:4 * T]) for n, a in doms.items()}, B, T, vocab)
     state = train.create_state(cfg.model, opt, mixer, small.init(jax.random.PRNGKey(1)), src.num_domains,

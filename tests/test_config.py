@@ -51,11 +51,17 @@ def test_describe_documents_every_field():
 
     from ado_jax.config import Config
 
+    from ado_jax.mixing import config_class, mixer_names
+
     text = describe()
-    for section in dataclasses.fields(Config):
-        for f in dataclasses.fields(section.default_factory()):
-            line = next(ln for ln in text.splitlines() if f"{section.name}.{f.name} =" in ln)
+    sections = [(s.name, s.default_factory()) for s in dataclasses.fields(Config)]
+    sections += [("mixer", config_class(name)()) for name in mixer_names()]
+    for prefix, section in sections:
+        for f in dataclasses.fields(section):
+            line = next(ln for ln in text.splitlines() if f"{prefix}.{f.name} =" in ln)
             assert len(line.split(":", 1)[1].strip()) > 5, line
+    for name in mixer_names():  # each mixer has its own table, headed by its name
+        assert f"[mixer.name={name}]" in text
 
 
 def test_json_config_file(tmp_path):
@@ -73,8 +79,11 @@ def test_field_names_are_unique_per_section():
 
     from ado_jax import config
 
-    tree = ast.parse(inspect.getsource(config))
-    for cls in [n for n in tree.body if isinstance(n, ast.ClassDef)]:
+    from ado_jax import mixing
+
+    modules = [config, mixing.basic, mixing.ado, mixing.aioli, mixing.doremi, mixing.odm, mixing.skill_it]
+    classes = [n for m in modules for n in ast.parse(inspect.getsource(m)).body if isinstance(n, ast.ClassDef)]
+    for cls in classes:
         names = [s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)]
         assert len(names) == len(set(names)), f"{cls.name} defines a field twice: {names}"
 
@@ -88,10 +97,10 @@ def test_every_mixer_builds_from_config_and_stays_on_the_simplex(name, extra):
     import numpy as np
 
     from ado_jax.mixing import DomainStats
-    from ado_jax.mixing.from_config import build_mixer
 
     cfg = load_config("demo", [f"mixer.name={name}", *extra])
-    mixer = build_mixer(cfg.mixer, [3.0, 1.0, 1.0], total_steps=1000)
+    assert cfg.mixer.name == name
+    mixer = cfg.mixer.build([3.0, 1.0, 1.0], total_steps=1000)
     state = mixer.init(3)
     stats = DomainStats.create(jnp.array([6.0, 2.0, 3.0]), jnp.array([2.0, 1.0, 1.0]), 0, jnp.array([3.0, 2, 3]))
     w, _ = mixer.update(stats, state)
@@ -99,9 +108,34 @@ def test_every_mixer_builds_from_config_and_stays_on_the_simplex(name, extra):
 
 
 def test_mixer_config_errors_name_the_field():
-    from ado_jax.mixing.from_config import build_mixer
-
     with pytest.raises(ValueError, match="mixer.reference_losses"):
-        build_mixer(load_config("tiny", ["mixer.name=doremi"]).mixer, [1.0, 1.0])
+        load_config("tiny", ["mixer.name=doremi"]).mixer.build([1.0, 1.0])
     with pytest.raises(ValueError, match=r"mixer.graph has shape \(0,\)"):
-        build_mixer(load_config("tiny", ["mixer.name=skill_it"]).mixer, [1.0, 1.0], total_steps=10)
+        load_config("tiny", ["mixer.name=skill_it"]).mixer.build([1.0, 1.0], total_steps=10)
+
+
+def test_mixer_fields_belong_to_the_chosen_mixer():
+    # the demo preset's ADO fields are kept; a field of another mixer is refused, naming its owner
+    cfg = load_config("demo", ["mixer.gamma2=0.2"])
+    assert cfg.mixer.name == "ado" and cfg.mixer.gamma2 == 0.2 and cfg.mixer.fit_every == 40
+    with pytest.raises(ValueError, match=r"mixer.eps is not a field of mixer 'ado'.*aioli"):
+        load_config("demo", ["mixer.eps=0.5"])
+    # the name is applied first, whatever the order of the overrides
+    cfg = load_config("tiny", ["mixer.eta=0.3", "mixer.name=aioli", "mixer.rounds=4"])
+    assert (cfg.mixer.name, cfg.mixer.eta, cfg.mixer.rounds) == ("aioli", 0.3, 4)
+    # the old flat, prefixed keys say what they became
+    with pytest.raises(ValueError, match=r"mixer.aioli_eps was renamed mixer.eps"):
+        load_config("tiny", ["mixer.name=aioli", "mixer.aioli_eps=0.5"])
+    with pytest.raises(ValueError, match=r"mixer.doremi_eta was renamed mixer.eta"):
+        load_config("tiny", ["mixer.doremi_eta=0.5"])
+
+
+def test_mixer_section_round_trips_through_config_json(tmp_path):
+    import json
+
+    cfg = load_config("demo", ["mixer.name=aioli", "mixer.sweeps=2"])
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert cfg.to_dict()["mixer"]["name"] == "aioli"
+    again = load_config(str(path))
+    assert again.mixer == cfg.mixer and again.to_dict() == cfg.to_dict()

@@ -42,9 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer, imported) pairs that break the table today, each with the reason it is tolerated.
 # Fix the import and delete the entry (a stale entry fails test_known_exceptions_are_current).
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("ado_jax.models.llama", "ado_jax.config"): "ModelConfig lives in config.py; it moves to models/llama.py",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 # ----------------------------------------------------------------------------- the import graph

@@ -8,14 +8,13 @@ import pytest
 from ado_jax import sharding, train
 from ado_jax.config import MeshConfig, load_config
 from ado_jax.data.setup import train_stream
-from ado_jax.mixing.from_config import build_mixer
 
 CFG = load_config("tiny", ["train.batch_size=16", "train.seq_len=32", "data.max_bytes_per_domain=100000"])
 
 
 def _one_step(mesh):
     stream = train_stream(CFG)
-    mixer = build_mixer(CFG.mixer, stream.sizes())
+    mixer = CFG.mixer.build(stream.sizes())
     opt = train.make_optimizer(CFG.train)
     k_model, k_data = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(CFG.model, opt, mixer, stream.init(k_data), stream.num_domains, k_model, mesh)

@@ -34,7 +34,8 @@ def test_gradient_accumulation_matches_one_big_batch():
     s1, m1 = step1(s1, stream)
     s2, m2 = step2(s2, stream)
     np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(eqx.filter(s1.model, eqx.is_array)), jax.tree.leaves(eqx.filter(s2.model, eqx.is_array))):
+    leaves = lambda s: jax.tree.leaves(eqx.filter(s.model, eqx.is_array))
+    for a, b in zip(leaves(s1), leaves(s2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -20,6 +20,8 @@ before mixing), ``alpha_floor=0.05``, ``average_t="global"`` (t is the train ste
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import NamedTuple
 
 import jax
@@ -29,6 +31,7 @@ from ado_jax.mixing import scaling_law, tracker as tracker_lib
 from ado_jax.mixing import ado_policy as policy
 from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_int, check_num_domains,
                                  check_number, check_weights, normalize)
+from ado_jax.mixing.registry import MixerConfig, option, prior_weights, register
 from ado_jax.mixing.scaling_law import PowerLaw
 
 
@@ -107,6 +110,18 @@ def fitted_values(state: AdoState) -> dict:
     return {"alpha": nan(state.params.alpha), "beta": nan(jnp.exp(state.params.log_beta)),
             "eps": nan(jnp.exp(state.params.log_eps)), "on_bound": nan(on_bound),
             "err": nan(state.fit_err)}
+
+
+def fit_metrics(state: AdoState) -> dict:
+    """What the train loop logs about ADO, [D] each: ``fit_<name>`` for each of ``fitted_values``,
+    and the policy's inputs (the ADO paper's Figs. 5, 10, 11): ``ado_h``, the credit history h
+    (eq. 2); ``ado_rho``, the preference rho (eq. 3); ``ado_slope``, the fitted law's learning
+    speed ``-dL/dn = alpha beta n^(-alpha-1)`` at the sequences seen so far (NaN before a fit)."""
+    p = state.params
+    log_n = jnp.log(jnp.maximum(jnp.asarray(state.tracker.n, jnp.float32), 1.0))
+    slope_D = jnp.exp(jnp.log(jnp.maximum(p.alpha, 1e-30)) + p.log_beta - (p.alpha + 1.0) * log_n)
+    return {**{f"fit_{k}": v for k, v in fitted_values(state).items()}, "ado_h": state.h, "ado_rho": state.rho,
+            "ado_slope": jnp.where(state.fitted, slope_D, jnp.nan)}
 
 
 def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
@@ -228,4 +243,35 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
             policy_steps=state.policy_steps + active.astype(jnp.int32))
         return w_D, state
 
-    return Mixer(init, update)
+    return Mixer(init, update, fit_metrics)
+
+
+@register("ado")
+@dataclasses.dataclass
+class AdoConfig(MixerConfig):
+    """ADO (arXiv:2410.11820); defaults are the paper's (Alg. 1, App. A.1 and C)."""
+
+    prior: str = option("natural", "prior mu: natural (domain sizes) | uniform")
+    gamma1: float = option(0.1, "EMA rate of the credit history h (eq. 2)")
+    gamma2: float = option(0.1, "weight of the new preference rho against the running mean (eq. 5)")
+    s: float = option(0.5, "credit exponent in lambda ~ h^s (eq. 2)")
+    delta_min: float = option(0.01, "minimum probability per domain (App. C clipping)")
+    fit_every: int = option(1000, "refit the scaling laws every N steps")
+    fit_start: int = option(500, "first fit at this step (the prior is used before)")
+    skip_first: int = option(500, "steps left out of the fitter's history (paper: 500)")
+    subsample_every: int = option(10, "keep every N-th step in the history (paper: 10)")
+    history_len: int = option(512, "history slots per domain (stride doubles when full)")
+    smoothing: str = option("none", "none (paper) | savgol (reference: Savitzky-Golay 101/3)")
+    credit: str = option("paper", "paper | reference | reference_v0 credit assignment")
+    clip: str = option("paper", "paper (clip after mixing) | reference (clip rho first)")
+    bounds: str = option("data", "fit box: data (eps below each domain's smallest loss, alpha <= 0.8, beta wide) "
+                                 "| reference (the reference code's log eps >= 0.5, log beta < 6.5, alpha < 0.8)")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """The ADO mixer with this config's hyperparameters and prior over ``sizes_D: [D]``."""
+        del total_steps, seed
+        return ado(prior_weights(self.prior, sizes_D), gamma1=self.gamma1, gamma2=self.gamma2, s=self.s,
+                   delta_min=self.delta_min, fit_every=self.fit_every, fit_start=self.fit_start,
+                   skip_first=self.skip_first, subsample_every=self.subsample_every, history_len=self.history_len,
+                   smoothing=None if self.smoothing == "none" else self.smoothing, credit=self.credit, clip=self.clip,
+                   bounds=self.bounds)

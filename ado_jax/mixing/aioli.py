@@ -35,11 +35,14 @@ keeps the previous A and p.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ado_jax.mixing.registry import MixerConfig, option, prior_weights, register
 from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_int, check_num_domains,
                                  check_number, check_weights, normalize)
 from ado_jax.mixing.base import wants_heldout as wants_heldout  # re-exported: defined in mixing.base
@@ -108,6 +111,13 @@ def normalize_a(a_DD: Array, method: str = "shift_sum") -> Array:
         return a_DD
     shifted = a_DD - jnp.minimum(jnp.min(a_DD), 0.0)
     return shifted / jnp.sum(shifted)
+
+
+def aioli_metrics(state: AioliState) -> dict:
+    """What the train loop logs about Aioli: ``aioli_a_colsum`` [D], the column sums of the
+    normalized Ā (how much training on j helps all domains), and ``aioli_A`` [D, D], the last
+    estimated A (row i: held-out domain, column j: trained-on domain)."""
+    return {"aioli_a_colsum": state.a_bar.sum(axis=0), "aioli_A": state.a_raw}
 
 
 def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int | None = None,
@@ -269,4 +279,31 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
         st = st._replace(weights=w, step=nxt, wants_heldout=wants_at(nxt, st.inner, d))
         return w, st
 
-    return Mixer(init, update)
+    return Mixer(init, update, aioli_metrics)
+
+
+@register("aioli")
+@dataclasses.dataclass
+class AioliConfig(MixerConfig):
+    """Aioli (arXiv:2411.05735); rounds span ``train.decay_steps``, the run's planned length."""
+
+    prior: str = option("natural", "mixture of the init_steps before the first round: natural | uniform")
+    rounds: int = option(20, "rounds T over train.decay_steps")
+    sweeps: int = option(4, "LearnParams sweeps k over the D smoothed one-hot mixtures")
+    delta: float = option(0.128, "fraction of each round spent in LearnParams")
+    eps: float = option(0.75, "smoothing eps of the one-hot mixtures (1-eps)*onehot + eps*uniform")
+    eta: float = option(0.2, "exponentiated-gradient step size eta")
+    gamma: float = option(-1.0, "EMA gamma on the normalized A (-1: none)")
+    variant: str = option("full", "full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
+    init_steps: int = option(0, "steps on the prior (mixer.prior) before the first round (Aioli+method); "
+                                "0: one step on uniform, whose held-out loss is round 1's baseline")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """The Aioli mixer over ``total_steps`` for domains of sizes ``sizes_D: [D]``."""
+        if self.variant not in ("full", "static", "diagonal"):
+            raise ValueError(f"mixer.variant={self.variant!r}: expected full | static | diagonal")
+        prior = prior_weights(self.prior, sizes_D)
+        return aioli(total_steps, rounds=self.rounds, sweeps=self.sweeps, delta=self.delta, eps=self.eps,
+                     eta=self.eta, gamma=None if self.gamma < 0 else self.gamma, static=self.variant == "static",
+                     diagonal=self.variant == "diagonal", init_steps=self.init_steps or None,
+                     p_init=prior if self.init_steps else None, seed=seed)

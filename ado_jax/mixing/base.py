@@ -59,16 +59,25 @@ class DomainStats(NamedTuple):
         return jnp.where(self.count > 0, self.loss_sum / jnp.maximum(self.count, 1.0), jnp.nan)
 
 
+def no_metrics(state: MixerState) -> dict:
+    """The default ``Mixer.metrics``: nothing to log."""
+    del state
+    return {}
+
+
 class Mixer(NamedTuple):
     """A data-mixture policy as a pair of pure, jittable functions.
 
     Attributes:
       init: ``num_domains -> state``; ``state.weights`` is the initial mixture ``[D]``.
       update: ``(stats: DomainStats, state) -> (weights [D], new_state)``.
+      metrics: ``state -> {name: array}``, what a training loop should log about the mixer
+        (``[D]`` or ``[D, D]`` arrays, e.g. ADO's fitted scaling laws); ``{}`` by default.
     """
 
     init: Callable[[int], MixerState]
     update: Callable[[DomainStats, MixerState], tuple[Array, MixerState]]
+    metrics: Callable[[MixerState], dict] = no_metrics
 
 
 def normalize(x_D: Array, eps: float = 0.0) -> Array:

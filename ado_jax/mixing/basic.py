@@ -9,12 +9,14 @@ They ignore what training observes, so their state is just the weights::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ado_jax.mixing.registry import MixerConfig, option, register
 from ado_jax.mixing.base import DomainStats, Mixer, check_num_domains, check_weights
 
 
@@ -73,3 +75,40 @@ def balanced() -> Mixer:
         return state.weights, state
 
     return Mixer(init, update)
+
+
+@register("static")
+@dataclasses.dataclass
+class StaticConfig(MixerConfig):
+    """A constant mixture (``static``)."""
+
+    weights: list[float] = option([], "one weight per domain (normalized to sum to 1)")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """``static(weights)``; ValueError unless ``weights`` has one entry per domain of ``sizes_D: [D]``."""
+        del total_steps, seed
+        if len(self.weights) != len(sizes_D):
+            raise ValueError(f"mixer.weights={self.weights} must have one entry per domain ({len(sizes_D)})")
+        return static(self.weights)
+
+
+@register("natural")
+@dataclasses.dataclass
+class NaturalConfig(MixerConfig):
+    """Each domain in proportion to its size in tokens (``natural``)."""
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """``natural(sizes_D)`` over the domain sizes ``sizes_D: [D]``."""
+        del total_steps, seed
+        return natural(sizes_D)
+
+
+@register("balanced")
+@dataclasses.dataclass
+class BalancedConfig(MixerConfig):
+    """Uniform over the domains (``balanced``, stratified sampling)."""
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """``balanced()``; ``sizes_D`` is not used."""
+        del sizes_D, total_steps, seed
+        return balanced()

@@ -74,7 +74,7 @@ def with_floor(mixer: Mixer, min_prob: float) -> Mixer:
         w_D = floor_probability(w_D, m)
         return w_D, FloorState(w_D, inner)
 
-    return Mixer(init, update)
+    return Mixer(init, update, lambda state: mixer.metrics(state.inner))
 
 
 class EmaState(NamedTuple):
@@ -101,7 +101,7 @@ def ema(mixer: Mixer, decay: float) -> Mixer:
         w_D = normalize(g * state.weights + (1.0 - g) * normalize(w_D))
         return w_D, EmaState(w_D, inner)
 
-    return Mixer(init, update)
+    return Mixer(init, update, lambda state: mixer.metrics(state.inner))
 
 
 class ScheduleState(NamedTuple):
@@ -157,7 +157,10 @@ def schedule(boundaries: Sequence[int], mixers: Sequence[Mixer]) -> Mixer:
         w_D = pick(stats.step + 1, inner)
         return w_D, ScheduleState(w_D, inner)
 
-    return Mixer(init, update)
+    def metrics(state: ScheduleState) -> dict:  # every inner mixer's (all are updated every step)
+        return {k: v for m, s in zip(mixers, state.inner) for k, v in m.metrics(s).items()}
+
+    return Mixer(init, update, metrics)
 
 
 def warmup(static_mixer, adaptive_mixer: Mixer, steps: int) -> Mixer:

@@ -25,12 +25,15 @@ With ``use_heldout=True`` the excess is measured on held-out losses every ``ever
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ado_jax.mixing.registry import MixerConfig, option, register
 from ado_jax.mixing.base import (DomainStats, Mixer, check_fraction, check_int, check_num_domains, check_number,
                                  normalize)
 
@@ -94,3 +97,23 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
         return w, DoReMiState(w, avg, step, wants(step))
 
     return Mixer(init, update)
+
+
+@register("doremi")
+@dataclasses.dataclass
+class DoReMiConfig(MixerConfig):
+    """Online DoReMi (arXiv:2305.10429) against a reference model's per-domain losses."""
+
+    reference_losses: list[float] = option([], "per-domain losses of a reference model (e.g. eval_loss of a "
+                                               "balanced run)")
+    eta: float = option(1.0, "exponentiated-gradient step size (Xie et al.: 1)")
+    smoothing: float = option(1e-3, "weight of the uniform mixture mixed in each step")
+    use_heldout: bool = option(False, "excess loss on in-step held-out batches instead of training losses")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """The DoReMi mixer; ValueError unless there is one reference loss per domain of ``sizes_D: [D]``."""
+        del total_steps, seed
+        if len(self.reference_losses) != len(sizes_D):
+            raise ValueError(f"mixer.reference_losses={self.reference_losses}: doremi needs one reference loss per "
+                             f"domain ({len(sizes_D)}), e.g. the eval_loss of a run with --mixer balanced")
+        return doremi(self.reference_losses, eta=self.eta, smoothing=self.smoothing, use_heldout=self.use_heldout)

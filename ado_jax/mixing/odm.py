@@ -23,12 +23,15 @@ single-domain batches (n = 1) and keeps the reward estimate unbiased for any n;
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ado_jax.mixing.registry import MixerConfig, option, prior_weights, register
 from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_num_domains, check_number,
                                  check_weights, normalize)
 
@@ -98,3 +101,18 @@ def odm(*, reward: str = "smoothed", alpha: float = 0.9, reward_scale: float = 1
         return w, ODMState(w, est_D, eps_t, step)
 
     return Mixer(init, update)
+
+
+@register("odm")
+@dataclasses.dataclass
+class ODMConfig(MixerConfig):
+    """Online Data Mixing (arXiv:2312.02406): an EXP3 bandit over domains."""
+
+    prior: str = option("natural", "initial mixture: natural | uniform")
+    reward: str = option("smoothed", "smoothed (moving average, Aioli's statement) | cumulative (EXP3 reference)")
+    alpha: float = option(0.9, "smoothing alpha of the moving-average reward")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """The ODM mixer starting from the prior over ``sizes_D: [D]``."""
+        del total_steps, seed
+        return odm(reward=self.reward, alpha=self.alpha, p_init=prior_weights(self.prior, sizes_D))

@@ -23,12 +23,15 @@ step of every round through ``state.wants_heldout`` (see ``ado_jax.mixing.aioli.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ado_jax.mixing.registry import MixerConfig, option, prior_weights, register
 from ado_jax.mixing.base import DomainStats, Mixer, check_int, check_num_domains, check_number, check_weights, normalize
 
 
@@ -123,3 +126,23 @@ def skill_it(graph, total_steps: int | None = None, *, rounds: int = 10, round_s
         return w, SkillItState(w, losses, filled, state.rounds_done + ok.astype(jnp.int32), step, wants(step))
 
     return Mixer(init, update)
+
+
+@register("skill_it")
+@dataclasses.dataclass
+class SkillItConfig(MixerConfig):
+    """Skill-It (arXiv:2307.14430): mirror descent over a skills graph, in rounds."""
+
+    prior: str = option("natural", "initial mixture: natural | uniform")
+    graph: list = option([], "[D, D] skills graph as a JSON list of rows (ado_jax.mixing.skills_graph)")
+    rounds: int = option(20, "rounds T over train.decay_steps")
+    eta: float = option(0.2, "exponentiated-gradient step size eta")
+
+    def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
+        """The Skill-It mixer; ValueError unless ``graph`` is ``[D, D]`` for ``sizes_D: [D]``."""
+        del seed
+        graph = np.asarray(self.graph, np.float64)
+        if graph.shape != (len(sizes_D), len(sizes_D)):
+            raise ValueError(f"mixer.graph has shape {graph.shape}: skill_it needs a [{len(sizes_D)}, {len(sizes_D)}] "
+                             "skills graph (see ado_jax.mixing.skills_graph)")
+        return skill_it(graph, total_steps, rounds=self.rounds, eta=self.eta, p_init=prior_weights(self.prior, sizes_D))

@@ -10,13 +10,43 @@ V vocab, L layers.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax.config import ModelConfig
+from ado_jax.options import option
 
 Array = jax.Array
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The Llama transformer's shape and numerics."""
+
+    vocab_size: int = option(256, "vocabulary size; 0 = take it from the data (builtin bytes 256, corpus tokenizer)")
+    d_model: int = option(64, "residual stream width")
+    n_layers: int = option(2, "number of transformer blocks (stacked and scanned)")
+    n_heads: int = option(4, "query heads")
+    n_kv_heads: int = option(4, "key/value heads (grouped-query attention when < n_heads)")
+    d_ff: int = option(0, "SwiGLU hidden width; 0 means 8/3*d_model rounded up to a multiple of 64")
+    max_seq_len: int = option(2048, "longest sequence the rotary table covers")
+    rope_theta: float = option(10000.0, "rotary embedding base")
+    qk_norm: bool = option(False, "RMS-normalize queries and keys per head")
+    tie_embeddings: bool = option(True, "share one [vocab, d_model] array for input embedding and output projection")
+    norm_eps: float = option(1e-5, "RMSNorm epsilon")
+    init_std: float = option(0.02, "stddev of the normal initialisation of weight matrices")
+    param_dtype: str = option("float32", "dtype parameters are stored and updated in")
+    compute_dtype: str = option("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
+    remat: str = option("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
+
+    @property
+    def ff_dim(self) -> int:
+        """The SwiGLU hidden width F: ``d_ff``, or 8/3 * d_model rounded up to a multiple of 64."""
+        return self.d_ff or 64 * math.ceil(8 * self.d_model / 3 / 64)
+
 
 REMAT_POLICIES = {
     "none": None,

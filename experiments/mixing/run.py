@@ -29,7 +29,7 @@ FIGURE = os.path.join(HERE, "..", "..", "docs", "figures", "mixing_vs_balanced.p
 ROUND_SETTINGS = {"aioli": ["mixer.rounds=2", "mixer.sweeps=1", "mixer.delta=0.32"]}
 # Labels of the runs, in table order; a variant is (CLI mixer, extra settings).
 MIXERS = ["natural", "balanced", "ado", "aioli", "doremi", "doremi_eta0.01", "odm"]
-VARIANTS = {"doremi_eta0.01": ("doremi", ["mixer.doremi_eta=0.01"])}  # the Aioli paper's tuned η
+VARIANTS = {"doremi_eta0.01": ("doremi", ["mixer.eta=0.01"])}  # the Aioli paper's tuned η
 
 
 def final_eval(run_dir: str) -> dict:
