@@ -18,7 +18,7 @@ from etils import epath
 from ado_jax import checkpoint, sharding, train
 from ado_jax.config import Config, validate
 from ado_jax.data import setup as data_setup
-from ado_jax.mixing.from_config import build_mixer
+from ado_jax.eval_metrics import aggregate
 
 
 class MetricsLog:
@@ -80,6 +80,16 @@ def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) ->
     return out
 
 
+def eval_record(step: int, model, batches: dict, names: tuple, sizes: dict, eval_only) -> dict:
+    """The metrics line of one evaluation: ``eval_loss`` per domain (trained, then
+    evaluation-only) over fixed ``batches`` ``[D, n, B, T]``, and the papers' aggregates
+    (``ado_jax.eval_metrics.aggregate``: uniform mean, mean perplexity, natural-weighted mean
+    over ``sizes`` = ``{trained domain: tokens}``, mean over ``eval_only``)."""
+    losses_D = np.asarray(jax.device_get(train.evaluate(model, batches)))
+    losses = dict(zip(names, map(float, losses_D)))
+    return {"step": step, "eval_loss": losses, **aggregate(losses, sizes, eval_only)}
+
+
 def run(cfg: Config, run_dir: str) -> dict:
     """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record.
 
@@ -93,9 +103,9 @@ def run(cfg: Config, run_dir: str) -> dict:
     run_path.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(cfg.mesh)
     loader = data_setup.train_loader(cfg, mesh)
-    heldout = data_setup.heldout_stream(cfg)
+    heldout = data_setup.heldout_stream(cfg)  # the trained domains': what the mixer may ask for
     names = loader.names
-    mixer = build_mixer(cfg.mixer, loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
+    mixer = cfg.mixer.build(loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
     optimizer = train.make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
     stream_state = loader.init_state(key_data, mixer.init(len(names)).weights)
@@ -112,7 +122,9 @@ def run(cfg: Config, run_dir: str) -> dict:
     log = MetricsLog(run_path, start)
     last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg.train, optimizer, mixer, mesh, shardings, len(names))
-    eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
+    if cfg.train.eval_every:  # trained domains, then the evaluation-only ones
+        evaluation = data_setup.heldout_stream(cfg, with_eval_only=True)
+        eval_batches = evaluation.fixed_batches(cfg.train.eval_batches)
     mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
 
     def save(step, state):
@@ -145,9 +157,8 @@ def run(cfg: Config, run_dir: str) -> dict:
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.3g}")
             bar.update(1)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-                losses_D = np.asarray(jax.device_get(train.evaluate(state.model, eval_batches)))
-                rec = {"step": step, "eval_loss": dict(zip(names, map(float, losses_D))),
-                       "eval_loss_mean": float(losses_D.mean())}
+                rec = eval_record(step, state.model, eval_batches, evaluation.names,
+                                  dict(zip(names, loader.sizes())), cfg.data.eval_only_domains)
                 log.write([rec])
             if step % cfg.train.ckpt_every == 0:
                 save(step, state)

@@ -69,3 +69,40 @@ def test_run_leaves_its_config_alone_and_eval_reads_a_host_loader_run(tmp_path, 
     assert cli.main(["eval", "--config", "tiny", "--run-dir", str(tmp_path), "--batches", "1", *flags]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["step"] == 2 and np.isfinite(printed["eval_loss_mean"])
+
+
+def test_groups_merge_domains_and_eval_only_domains_are_never_trained(tmp_path, capsys):
+    sets = ["data.max_bytes_per_domain=60000", "data.eval_only_domains=legal",
+            'data.groups=["src=python+c_headers"]']
+    cfg = load_config("tiny", [*BASE, *sets])
+    full = data_setup._source_arrays(cfg, "train", 34)
+    train_arrays = data_setup._domain_arrays(cfg, "train", 34)
+    assert list(train_arrays) == ["src", "docs"]  # the group at its first member's place; legal left out
+    np.testing.assert_array_equal(train_arrays["src"], np.concatenate([full["python"], full["c_headers"]]))
+    evaluation = data_setup.heldout_stream(cfg, with_eval_only=True)
+    assert evaluation.names == ("src", "docs", "legal")
+    # a short run: the mixer and the batches see 2 domains; the evaluation scores 3, and the OOD aggregate
+    run = ["train.steps=2", "train.progress=false", "train.eval_every=2", "train.eval_batches=1"]
+    loop.run(load_config("tiny", [*BASE, *sets, *run, "mixer.name=natural"]), str(tmp_path))
+    recs = [json.loads(ln) for ln in open(tmp_path / "metrics.jsonl")]
+    assert list(recs[0]["weights"]) == ["src", "docs"]
+    ev = [r for r in recs if "eval_loss" in r][-1]
+    assert list(ev["eval_loss"]) == ["src", "docs", "legal"]
+    assert ev["eval_loss_ood"] == ev["eval_loss"]["legal"]
+    assert ev["eval_loss_mean"] == (ev["eval_loss"]["src"] + ev["eval_loss"]["docs"]) / 2
+    sizes = np.array([train_arrays["src"].size, train_arrays["docs"].size], np.float64)
+    natural = sizes / sizes.sum()
+    assert np.isclose(ev["eval_loss_natural"], natural @ [ev["eval_loss"]["src"], ev["eval_loss"]["docs"]])
+
+
+def test_bad_groups_and_eval_only_domains_name_the_value():
+    import pytest
+
+    for sets, match in [(['data.groups=["src=python+nope"]'], r"names 'nope', which is not a trained domain"),
+                        (['data.groups=["bad"]'], r"expected name=domain\+domain"),
+                        (['data.groups=["a=python","b=python"]'], r"'python' is in two groups"),
+                        (["data.eval_only_domains=nope"], r"eval_only_domains: unknown domain\(s\) \['nope'\]"),
+                        (["data.eval_only_domains=docs", "data.domains=docs,python"], "both in data.domains")]:
+        with pytest.raises(ValueError, match=match):
+            cfg = load_config("tiny", [*BASE, "data.max_bytes_per_domain=60000", *sets])
+            data_setup._domain_arrays(cfg, "train", 34)

@@ -32,7 +32,72 @@ def ensure_corpus(corpus_dir: str):
     return build_corpus(corpus_dir)
 
 
-def _domain_arrays(cfg, split: str, min_tokens: int) -> dict:
+def parse_groups(groups) -> dict[str, list[str]]:
+    """``["name=a+b", ...]`` (``data.groups``) as ``{name: [a, b]}``; ValueError naming a bad entry."""
+    out = {}
+    for item in groups:
+        name, eq, members = str(item).partition("=")
+        parts = [m.strip() for m in members.split("+") if m.strip()]
+        if not eq or not name.strip() or not parts:
+            raise ValueError(f"data.groups entry {item!r}: expected name=domain+domain+..., e.g. tech=code+manpages")
+        if name.strip() in out:
+            raise ValueError(f"data.groups: group {name.strip()!r} is defined twice")
+        out[name.strip()] = parts
+    return out
+
+
+def _domain_arrays(cfg, split: str, min_tokens: int, eval_only: bool = False) -> dict:
+    """``{name: tokens [N]}`` of the trained domains (``data.domains`` minus
+    ``data.eval_only_domains``, merged per ``data.groups``), or with ``eval_only`` of the
+    evaluation-only domains."""
+    arrays = _source_arrays(cfg, split, min_tokens)
+    d = cfg.data
+    missing = sorted(set(d.eval_only_domains) - set(arrays))
+    if missing:
+        raise ValueError(f"data.eval_only_domains: unknown domain(s) {missing}; available: {sorted(arrays)}")
+    if eval_only:
+        return {k: arrays[k] for k in d.eval_only_domains}
+    if d.domains:
+        unknown = sorted(set(d.domains) - set(arrays))
+        if unknown:
+            raise ValueError(f"data.domains: unknown domain(s) {unknown}; available: {sorted(arrays)}")
+        both = sorted(set(d.domains) & set(d.eval_only_domains))
+        if both:
+            raise ValueError(f"domain(s) {both} are both in data.domains and data.eval_only_domains")
+        arrays = {k: arrays[k] for k in d.domains}
+    else:
+        arrays = {k: v for k, v in arrays.items() if k not in set(d.eval_only_domains)}
+    return _merge_groups(arrays, parse_groups(d.groups))
+
+
+def _merge_groups(arrays: dict, groups: dict[str, list[str]]) -> dict:
+    """Each group's member domains concatenated into one domain, at its first member's place;
+    domains in no group stay as they are. (A host loader's memmaps are copied into memory.)"""
+    if not groups:
+        return arrays
+    owner = {}
+    for name, members in groups.items():
+        for m in members:
+            if m not in arrays:
+                raise ValueError(f"data.groups: {name}={'+'.join(members)} names {m!r}, which is not a trained "
+                                 f"domain; trained: {sorted(arrays)}")
+            if m in owner:
+                raise ValueError(f"data.groups: domain {m!r} is in two groups ({owner[m]}, {name})")
+            owner[m] = name
+    clash = sorted(set(groups) & (set(arrays) - set(owner)))
+    if clash:
+        raise ValueError(f"data.groups: group name(s) {clash} clash with ungrouped domains")
+    out = {}
+    for k, v in arrays.items():
+        if k not in owner:
+            out[k] = v
+        elif owner[k] not in out:
+            out[owner[k]] = np.concatenate([np.asarray(arrays[m]) for m in groups[owner[k]]])
+    return out
+
+
+def _source_arrays(cfg, split: str, min_tokens: int) -> dict:
+    """Every domain of the configured source (builtin text or a corpus directory), by name."""
     d = cfg.data
     if d.source == "builtin":
         from ado_jax.data.builtin import builtin_domains, split_tokens
@@ -45,11 +110,6 @@ def _domain_arrays(cfg, split: str, min_tokens: int) -> dict:
 
         ensure_corpus(d.corpus_dir)  # the manifest's domain list is what must be there
         arrays = open_domains(d.corpus_dir, split, load_manifest(d.corpus_dir)["names"], min_tokens=min_tokens)
-    if d.domains:
-        unknown = sorted(set(d.domains) - set(arrays))
-        if unknown:
-            raise ValueError(f"data.domains: unknown domain(s) {unknown}; available: {sorted(arrays)}")
-        arrays = {k: arrays[k] for k in d.domains}
     return arrays
 
 
@@ -81,11 +141,15 @@ def train_stream(cfg) -> InMemoryDomains:
                                        cfg.model.vocab_size)
 
 
-def heldout_stream(cfg) -> InMemoryDomains:
-    """The held-out split as a stream (for fixed evaluation batches of micro-batch size)."""
+def heldout_stream(cfg, with_eval_only: bool = False) -> InMemoryDomains:
+    """The held-out split of the trained domains as a stream (for fixed evaluation batches of
+    micro-batch size): what a mixer sees. ``with_eval_only``: followed by the evaluation-only
+    domains (``data.eval_only_domains``), for the run's evaluation."""
     T = cfg.train.seq_len
-    return InMemoryDomains.from_arrays(_domain_arrays(cfg, "heldout", T + 2),
-                                       cfg.train.batch_size // cfg.train.grad_accum, T, cfg.model.vocab_size)
+    arrays = _domain_arrays(cfg, "heldout", T + 2)
+    if with_eval_only:
+        arrays = {**arrays, **_domain_arrays(cfg, "heldout", T + 2, eval_only=True)}
+    return InMemoryDomains.from_arrays(arrays, cfg.train.batch_size // cfg.train.grad_accum, T, cfg.model.vocab_size)
 
 
 def train_loader(cfg, mesh):
