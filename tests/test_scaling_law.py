@@ -212,7 +212,7 @@ def test_short_curve_reaches_the_global_minimum(fit, solver):
 def test_alpha_scan_puts_starts_on_the_valley_floor():
     from ado_jax.mixing import scaling_law_solvers as solvers
     loss_T = np.asarray(sl.predict(SHORT_TRUE, SHORT_N_T))
-    logn_T, logy_T, w_T, _ = sl._prepare(SHORT_N_T, loss_T, None)
+    logn_T, logy_T, w_T, _ = sl.prepare(SHORT_N_T, loss_T, None)
     box = solvers.LOWER_3, solvers.UPPER_3                  # the reference box
     theta_A3 = np.asarray(solvers.alpha_scan(logn_T, logy_T, w_T, np.array([0.0, 0.1, 0.25, 0.6]), *box))
     assert np.all(np.isnan(theta_A3[0]))                    # alpha = 0: eps and beta not separable
