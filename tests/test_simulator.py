@@ -85,3 +85,17 @@ def test_bad_env_shapes_raise():
         PowerLawEnv(eps=jnp.ones(2), beta=jnp.ones(2), alpha=jnp.ones(2), transfer=jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="steps"):
         run(static([1.0, 1.0, 1.0]), LinearLawEnv(a=A, loss0=jnp.ones(3)), 0, jax.random.PRNGKey(0))
+
+
+def test_local_a_is_the_first_order_linear_law():
+    env = PowerLawEnv(eps=jnp.array([2.0, 2.5]), beta=jnp.array([3.0, 1.5]), alpha=jnp.array([0.5, 0.2]),
+                      transfer=jnp.array([[1.0, 0.3], [0.1, 1.0]]), scale=50.0, batch_size=16)
+    seen = jnp.array([400.0, 900.0])
+    a = np.asarray(env.local_a(seen))
+    for j in range(2):  # one step on domain j only: the loss drop is A[:, j] to first order
+        step = jnp.zeros(2).at[j].set(16.0)
+        drop = np.asarray(env.loss_at(seen) - env.loss_at(seen + step))
+        np.testing.assert_allclose(a[:, j], drop, rtol=2e-2)
+    assert a[0, 1] > 0 and a[1, 0] > 0  # transfer shows up off the diagonal
+    lin = LinearLawEnv(a=A, loss0=jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(lin.local_a(jnp.ones(3))), np.asarray(A))

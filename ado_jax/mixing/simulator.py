@@ -109,6 +109,11 @@ class LinearLawEnv(_Env):
         z = jnp.zeros_like(self.loss0, dtype=jnp.float32)
         return SimState(jnp.asarray(self.loss0, jnp.float32), z, jnp.zeros((), jnp.int32))
 
+    def local_a(self, seen_D: Array) -> Array:
+        """[D, D] the mixing law's ``A`` (constant here: ``self.a``; ``seen_D`` is ignored)."""
+        del seen_D
+        return jnp.asarray(self.a, jnp.float32)
+
     def _next_loss(self, state, frac_D, seen_D, key):
         del seen_D
         return state.loss - self.a @ frac_D + self.process_noise * jax.random.normal(key, frac_D.shape)
@@ -147,6 +152,14 @@ class PowerLawEnv(_Env):
         """[D] true loss after seeing ``seen_D [D]`` sequences per domain."""
         n_D = self.transfer @ seen_D / self.scale
         return self.eps + self.beta * (1.0 + n_D) ** (-self.alpha)
+
+    def local_a(self, seen_D: Array) -> Array:
+        """[D, D] the linear mixing law ``L^{t+1} = L^t - A p^t`` that holds to first order at
+        ``seen_D``: ``A[i, j] = -batch_size * dL_i / dn_j``, the loss drop on domain i per step
+        trained only on domain j (the true ``A^t`` that Aioli estimates, in ``LinearLawEnv``'s units)."""
+        n_D = self.transfer @ seen_D / self.scale
+        slope_D = self.alpha * self.beta * (1.0 + n_D) ** (-self.alpha - 1.0)
+        return self.batch_size * slope_D[:, None] * self.transfer / self.scale
 
     def init(self) -> SimState:
         """Initial state: nothing seen, ``loss = eps + beta``."""
