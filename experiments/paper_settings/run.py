@@ -28,7 +28,9 @@ Pile-validation metric) and the mean over the 2 evaluation-only domains (ADO's O
 
 Results merge into ``results.json`` (rewritten atomically after every run; finished runs are
 skipped, so a rerun resumes); tables go to stdout, figures to ``docs/figures/paper_settings_*.png``.
-Time: ~2-4 min per run on 2 CPU cores (about 9 k tokens/s), 15 runs ~45 min.
+Time: ~5-6 min per run on 2 shared CPU cores (about 9 k tokens/s); the 12 runs of stratified,
+natural, ADO and Aioli behind docs/results.md took 60 min. ``ado_uniform`` is an optional arm
+(``--arms ado_uniform``), not run there.
 """
 
 from __future__ import annotations
