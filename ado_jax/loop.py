@@ -103,7 +103,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     run_path.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(cfg.mesh)
     loader = data_setup.train_loader(cfg, mesh)
-    heldout = data_setup.heldout_stream(cfg)  # the trained domains': what the mixer may ask for
+    heldout = data_setup.heldout_stream(cfg, with_eval_only=True)  # trained domains, then evaluation-only
     names = loader.names
     mixer = cfg.mixer.build(loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
     optimizer = train.make_optimizer(cfg.train)
@@ -122,10 +122,9 @@ def run(cfg: Config, run_dir: str) -> dict:
     log = MetricsLog(run_path, start)
     last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg.train, optimizer, mixer, mesh, shardings, len(names))
-    if cfg.train.eval_every:  # trained domains, then the evaluation-only ones
-        evaluation = data_setup.heldout_stream(cfg, with_eval_only=True)
-        eval_batches = evaluation.fixed_batches(cfg.train.eval_batches)
-    mixer_heldout = heldout.fixed_batches(cfg.mixer.heldout_batches)  # read in-step only if the mixer asks
+    eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
+    # Read in-step only if the mixer asks; a mixer sees the trained domains only: the first D.
+    mixer_heldout = jax.tree.map(lambda x: x[:len(names)], heldout.fixed_batches(cfg.mixer.heldout_batches))
 
     def save(step, state):
         # The loader's position (a host loader's is not in the step's state) travels in the checkpoint.
@@ -157,7 +156,7 @@ def run(cfg: Config, run_dir: str) -> dict:
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.3g}")
             bar.update(1)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-                rec = eval_record(step, state.model, eval_batches, evaluation.names,
+                rec = eval_record(step, state.model, eval_batches, heldout.names,
                                   dict(zip(names, loader.sizes())), cfg.data.eval_only_domains)
                 log.write([rec])
             if step % cfg.train.ckpt_every == 0:

@@ -76,7 +76,9 @@ def test_groups_merge_domains_and_eval_only_domains_are_never_trained(tmp_path, 
             'data.groups=["src=python+c_headers"]']
     cfg = load_config("tiny", [*BASE, *sets])
     full = data_setup._source_arrays(cfg, "train", 34)
-    train_arrays = data_setup._domain_arrays(cfg, "train", 34)
+    train_arrays, eval_only = data_setup._domain_arrays(cfg, "train", 34)
+    assert list(eval_only) == ["legal"]
+    np.testing.assert_array_equal(eval_only["legal"], full["legal"])
     assert list(train_arrays) == ["src", "docs"]  # the group at its first member's place; legal left out
     np.testing.assert_array_equal(train_arrays["src"], np.concatenate([full["python"], full["c_headers"]]))
     evaluation = data_setup.heldout_stream(cfg, with_eval_only=True)

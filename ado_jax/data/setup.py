@@ -46,17 +46,16 @@ def parse_groups(groups) -> dict[str, list[str]]:
     return out
 
 
-def _domain_arrays(cfg, split: str, min_tokens: int, eval_only: bool = False) -> dict:
-    """``{name: tokens [N]}`` of the trained domains (``data.domains`` minus
-    ``data.eval_only_domains``, merged per ``data.groups``), or with ``eval_only`` of the
-    evaluation-only domains."""
+def _domain_arrays(cfg, split: str, min_tokens: int) -> tuple[dict, dict]:
+    """``({name: tokens [N]}`` of the trained domains (``data.domains`` minus
+    ``data.eval_only_domains``, merged per ``data.groups``), ``{name: tokens [N]}`` of the
+    evaluation-only domains``)``, from one read of the source."""
     arrays = _source_arrays(cfg, split, min_tokens)
     d = cfg.data
     missing = sorted(set(d.eval_only_domains) - set(arrays))
     if missing:
         raise ValueError(f"data.eval_only_domains: unknown domain(s) {missing}; available: {sorted(arrays)}")
-    if eval_only:
-        return {k: arrays[k] for k in d.eval_only_domains}
+    eval_only = {k: arrays[k] for k in d.eval_only_domains}
     if d.domains:
         unknown = sorted(set(d.domains) - set(arrays))
         if unknown:
@@ -66,8 +65,8 @@ def _domain_arrays(cfg, split: str, min_tokens: int, eval_only: bool = False) ->
             raise ValueError(f"domain(s) {both} are both in data.domains and data.eval_only_domains")
         arrays = {k: arrays[k] for k in d.domains}
     else:
-        arrays = {k: v for k, v in arrays.items() if k not in set(d.eval_only_domains)}
-    return _merge_groups(arrays, parse_groups(d.groups))
+        arrays = {k: v for k, v in arrays.items() if k not in eval_only}
+    return _merge_groups(arrays, parse_groups(d.groups)), eval_only
 
 
 def _merge_groups(arrays: dict, groups: dict[str, list[str]]) -> dict:
@@ -137,7 +136,7 @@ def resolve_vocab_size(cfg):
 def train_stream(cfg) -> InMemoryDomains:
     """The in-step training stream over every domain's train split."""
     T = cfg.train.seq_len
-    return InMemoryDomains.from_arrays(_domain_arrays(cfg, "train", T + 2), cfg.train.batch_size, T,
+    return InMemoryDomains.from_arrays(_domain_arrays(cfg, "train", T + 2)[0], cfg.train.batch_size, T,
                                        cfg.model.vocab_size)
 
 
@@ -146,9 +145,9 @@ def heldout_stream(cfg, with_eval_only: bool = False) -> InMemoryDomains:
     micro-batch size): what a mixer sees. ``with_eval_only``: followed by the evaluation-only
     domains (``data.eval_only_domains``), for the run's evaluation."""
     T = cfg.train.seq_len
-    arrays = _domain_arrays(cfg, "heldout", T + 2)
+    arrays, eval_only = _domain_arrays(cfg, "heldout", T + 2)
     if with_eval_only:
-        arrays = {**arrays, **_domain_arrays(cfg, "heldout", T + 2, eval_only=True)}
+        arrays = {**arrays, **eval_only}
     return InMemoryDomains.from_arrays(arrays, cfg.train.batch_size // cfg.train.grad_accum, T, cfg.model.vocab_size)
 
 
@@ -208,7 +207,7 @@ class HostLoader:
         from ado_jax.sharding import global_batch
 
         t = cfg.train
-        self.source = HostSource(_domain_arrays(cfg, "train", t.seq_len + 2), t.batch_size, t.seq_len,
+        self.source = HostSource(_domain_arrays(cfg, "train", t.seq_len + 2)[0], t.batch_size, t.seq_len,
                                  cfg.model.vocab_size)
         self.names = tuple(self.source.names)
         self.lag, self.seed, self.mesh, self._global = cfg.data.prefetch, t.seed, mesh, global_batch
