@@ -21,6 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from ado_jax.run_dir import find_os_error
+
 
 CHECKSUMS = "checksums.json"
 
@@ -83,10 +85,20 @@ class Checkpointer:
         return hashes
 
     def save(self, step: int, state, config: dict) -> None:
-        """Writes ``state`` (every array) and ``config`` (JSON) as checkpoint ``step``; blocks until done."""
+        """Writes ``state`` (every array) and ``config`` (JSON) as checkpoint ``step``; blocks until done.
+
+        A file-system failure (a full disk, lost permissions) raises the ``OSError`` behind it,
+        naming the path; the save's temporary folder is never listed, so the previous
+        checkpoint stays the latest."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(flatten_state(state)), config=ocp.args.JsonSave(config))
-        self.manager.save(step, args=args, force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=args, force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore wrap the OS error in their own exceptions
+            os_error = find_os_error(e)
+            if os_error is None:
+                raise
+            raise os_error from e
         step_dir = self._local_step_dir(step)
         if step_dir and jax.process_index() == 0:
             hashes = self._file_hashes(step_dir)  # before the .tmp file exists
@@ -106,8 +118,21 @@ class Checkpointer:
         for rel, digest in sorted(want.items()):
             if have.get(rel) != digest:
                 what = "is missing" if rel not in have else "does not match its checksum"
-                raise ValueError(f"checkpoint {step_dir} is corrupted: {rel} {what}; delete that folder to "
-                                 "resume from the previous checkpoint")
+                raise ValueError(f"checkpoint {step_dir} is corrupted: {rel} {what}; move that folder out of "
+                                 f"{self.directory} to resume from the previous checkpoint")
+
+    def config(self, step: int) -> dict:
+        """The config dict stored with checkpoint ``step`` (read alone, without the arrays; the
+        checkpoint's checksums are verified first)."""
+        self.verify(step)
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+        except Exception as e:
+            raise ValueError(self._unreadable(step, e)) from e
+
+    def _unreadable(self, step: int, e: Exception) -> str:
+        return (f"checkpoint {self.directory / str(step)} cannot be restored: {str(e)[:300]}; if its files are "
+                f"damaged, move that folder out of {self.directory} to resume from the previous checkpoint")
 
     def restore(self, abstract_state, shardings, step: int | None = None):
         """Restores checkpoint ``step`` (default: latest) into the structure of ``abstract_state``.
@@ -133,9 +158,7 @@ class Checkpointer:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
         except Exception as e:  # orbax/tensorstore raise bare Exceptions for unreadable files
-            raise ValueError(f"checkpoint {self.directory / str(step)} cannot be restored (corrupted, or saved by a "
-                             f"different model/mixer config; delete that folder to resume from the previous "
-                             f"one): {str(e)[:2000]}") from e
+            raise ValueError(self._unreadable(step, e)) from e
         values = [restored.state[k] for k in target]
         state_arrays = jax.tree_util.tree_unflatten(flat_abstract[1], values)
         static = eqx.filter(abstract_state, is_leaf_array, inverse=True)

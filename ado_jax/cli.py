@@ -1,7 +1,12 @@
 """The ``ado-jax`` command: ``train`` (or resume) a run, or a synthetic task with ``train --task``;
 ``eval`` a run's latest checkpoint on held-out data; ``plot`` a run's figures; ``compare`` the final
 per-domain eval losses of several runs; ``corpus build`` the built-in corpus or ``corpus encode``
-your own text folders."""
+your own text folders.
+
+Exit codes: 0 done (also after SIGTERM, with a checkpoint saved); 2 bad input, a busy run
+directory, a refused config change, not enough memory or a file-system error (one line on
+stderr); 3 a stuck run (too many skipped steps in a row; checkpoint saved); 130 Ctrl-C (the first
+saves a checkpoint after the current step, a second aborts at once)."""
 
 from __future__ import annotations
 
@@ -35,8 +40,14 @@ def cmd_train(args) -> int:
     sharding.maybe_initialize_distributed()  # before anything touches the XLA backend
     from ado_jax import loop
 
-    last = loop.run(_load(args), args.run_dir)
-    print(json.dumps({k: last[k] for k in ("step", "loss") if k in last}))
+    opts = loop.RunOptions(force=args.force, reset_mixer=args.reset_mixer, allow_change=args.allow_change,
+                           break_lock=args.break_lock)
+    try:
+        summary = loop.run(_load(args), args.run_dir, opts)
+    except loop.RunStopped as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(summary))
     return 0
 
 
@@ -47,6 +58,8 @@ def cmd_eval(args) -> int:
     from ado_jax import checkpoint, loop, sharding, train
     from ado_jax.data import setup as data_setup
 
+    if args.batches < 1:
+        raise ValueError(f"--batches {args.batches}: must be at least 1 held-out batch per domain")
     cfg = data_setup.resolve_vocab_size(_load(args))
     ckpt = checkpoint.Checkpointer(f"{args.run_dir}/checkpoints")
     step = ckpt.latest_step()
@@ -70,6 +83,10 @@ def cmd_eval(args) -> int:
 
 def cmd_plot(args) -> int:
     """Writes a run's PNG figures (``ado_jax.plot``); prints their paths."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("ado-jax plot needs matplotlib: pip install 'ado_jax[plot]' (or pip install matplotlib)")
     from ado_jax.plot import plot_run
 
     for path in plot_run(args.run_dir, args.out):
@@ -102,6 +119,15 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
                    "instead (its own flags: ado-jax train --task sparse_parity --help)")
     p.add_argument("--mixer", help="shortcut for --set mixer.name=NAME: "
                    "static|natural|balanced|ado|aioli|doremi|odm|skill_it")
+    p.add_argument("--reset-mixer", action="store_true",
+                   help="on resume, start a fresh mixer (its init) at the checkpoint's step, accepting a changed "
+                        "mixer section; recorded in metrics.jsonl and config_history.jsonl")
+    p.add_argument("--allow-change", action="store_true",
+                   help="on resume, accept changed optimizer hyperparameters (train.lr, schedule, weight decay, "
+                        "betas, clipping); recorded in config_history.jsonl")
+    p.add_argument("--force", action="store_true", help="train even if the memory estimate exceeds the devices'")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over a gs:// run directory's lock left by a process that is gone")
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="per-domain held-out loss of a run's latest checkpoint",
                        epilog=fields, formatter_class=fmt)
@@ -144,11 +170,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     args = build_parser(field_help=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
+    from ado_jax.run_dir import RunDirBusy, os_error_message
+
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:  # config/data/run validation errors: one line, no traceback
+    except (ValueError, FileNotFoundError, MemoryError, RunDirBusy) as e:  # one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # permissions, a file where a directory should be, a full disk
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a Ctrl-C before training started (or a second one during it)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

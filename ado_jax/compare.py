@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ado_jax.eval_metrics import AGGREGATES, paired_interval
+from ado_jax.run_log import is_event, parse_lines
 
 
 class Run(NamedTuple):
@@ -46,15 +47,9 @@ def load_run(run_dir) -> Run:
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: is {path} a run directory (ado-jax train --run-dir)?")
     train, evals = {}, {}
-    for i, line in enumerate(metrics.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            step = int(rec["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{metrics}:{i}: not a metrics record ({e}): {line[:80]!r}") from None
-        (evals if "eval_loss" in rec else train)[step] = rec
+    for rec in parse_lines(metrics.read_text(), metrics):  # a partial last line is dropped, with a warning
+        if not is_event(rec):
+            (evals if "eval_loss" in rec else train)[int(rec["step"])] = rec
     train_l, evals_l = [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
     source = train_l[0].get("weights") if train_l else (evals_l[0]["eval_loss"] if evals_l else None)
     names = tuple(source or ())

@@ -19,7 +19,8 @@ from ado_jax.models.llama import ModelConfig
 from ado_jax.options import option as _f
 from ado_jax.presets import PRESETS
 
-__all__ = ["Config", "DataConfig", "MeshConfig", "ModelConfig", "TrainConfig", "describe", "load_config", "validate"]
+__all__ = ["Config", "DataConfig", "MeshConfig", "ModelConfig", "TrainConfig", "config_from_dict", "describe",
+           "load_config", "validate"]
 # The flat mixer keys of earlier releases, and what each became (with mixer.name set to the owner).
 RENAMED_MIXER_KEYS = {"aioli_eps": "eps", "doremi_eta": "eta", "doremi_smoothing": "smoothing",
                       "odm_reward": "reward", "odm_alpha": "alpha"}
@@ -48,6 +49,8 @@ class TrainConfig:
     ckpt_every: int = _f(50, "save a checkpoint every N steps (and always at the end)")
     keep_ckpts: int = _f(3, "keep the last N checkpoints")
     progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
+    max_skipped_in_row: int = _f(100, "stop the run (exit code 3, checkpoint saved) after this many steps in a row "
+                                      "were skipped for a non-finite gradient or update")
 
 
 @dataclass
@@ -168,9 +171,22 @@ def _unknown_mixer_key(spec, name: str) -> str:
     return f"mixer.{name} is not a field of mixer {spec.name!r} (its fields: {fields}){hint}"
 
 
+def config_from_dict(tree: dict, validate_it: bool = True) -> Config:
+    """The ``Config`` of a dict of sections (a preset, ``config.json``, ``Config.to_dict()``):
+    defaults, then each given field; ``mixer.name`` first, since it picks the mixer's class."""
+    cfg = Config()
+    for section, values in tree.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
+        for name, value in sorted(values.items(), key=lambda kv: kv[0] != "name"):  # mixer.name first
+            _apply(cfg, f"{section}.{name}", value)
+    if validate_it:
+        validate(cfg)
+    return cfg
+
+
 def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None) -> Config:
     """Builds a validated ``Config`` from a preset name or JSON file plus ``key=value`` overrides."""
-    cfg = Config()
     if preset_or_file in PRESETS:
         tree = PRESETS[preset_or_file]
     elif preset_or_file.endswith(".json"):
@@ -184,11 +200,7 @@ def load_config(preset_or_file: str = "tiny", overrides: list[str] | None = None
                              f"got {type(tree).__name__}")
     else:
         raise ValueError(f"unknown config {preset_or_file!r}: expected a preset {sorted(PRESETS)} or a .json file")
-    for section, values in tree.items():
-        if not isinstance(values, dict):
-            raise ValueError(f"config section {section!r} must be an object, got {values!r}")
-        for name, value in sorted(values.items(), key=lambda kv: kv[0] != "name"):  # mixer.name first
-            _apply(cfg, f"{section}.{name}", value)
+    cfg = config_from_dict(tree, validate_it=False)
     pairs = []
     for item in overrides or []:
         key, eq, value = item.partition("=")
@@ -213,16 +225,21 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     for key, v in positive.items():
         if v <= 0:
             raise ValueError(f"{key}={v}: must be positive")
-    nonneg = {"train.lr": t.lr, "train.weight_decay": t.weight_decay, "train.grad_clip": t.grad_clip,
-              "train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every, "model.d_ff": m.d_ff}
+    nonneg = {"train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every, "model.d_ff": m.d_ff,
+              "train.max_skipped_in_row": t.max_skipped_in_row}
     for key, v in nonneg.items():
         if not v >= 0:
             raise ValueError(f"{key}={v}: must be non-negative")
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise ValueError(f"train.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
-    for key, v in {"train.b1": t.b1, "train.b2": t.b2}.items():
-        if not 0 <= v < 1:
-            raise ValueError(f"{key}={v}: must be in [0, 1)")
+    # Floats: finite and in a sane range (an infinite or huge lr passes `>= 0` and ruins the weights).
+    ranges = {"train.lr": (t.lr, 0, 1, "]"), "train.min_lr_ratio": (t.min_lr_ratio, 0, 1, "]"),
+              "train.b1": (t.b1, 0, 1, ")"), "train.b2": (t.b2, 0, 1, ")"),
+              "train.weight_decay": (t.weight_decay, 0, 10, "]"), "train.grad_clip": (t.grad_clip, 0, 1e6, "]")}
+    for key, (v, lo, hi, close) in ranges.items():
+        if not (lo <= v < hi or (close == "]" and v == hi)):
+            raise ValueError(f"{key}={v}: must be a finite number in [{lo}, {hi}{close}")
+    if t.eval_every and t.eval_batches < 1:
+        raise ValueError(f"train.eval_batches={t.eval_batches}: must be at least 1 when train.eval_every > 0 "
+                         "(set train.eval_every=0 to turn evaluation off)")
     if m.d_model % m.n_heads:
         raise ValueError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
     if (m.d_model // m.n_heads) % 2:

@@ -1,13 +1,16 @@
-"""The training loop: data, sharded state, resume, metrics, eval, checkpoints, SIGTERM.
+"""The training loop: data, sharded state, resume, metrics, eval, checkpoints, signals.
 
 ``run(cfg, run_dir)`` trains to ``cfg.train.steps``, resuming from ``run_dir``'s latest complete
-checkpoint when there is one. Only process 0 writes metrics and shows the progress bar.
+checkpoint when there is one. Only process 0 writes metrics and shows the progress bar. What it
+survives (Ctrl-C, SIGTERM, a second process, a changed config, a full disk, a stuck run) is
+tabled in docs/reliability.md.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import signal
+import sys
 import time
 
 import equinox as eqx
@@ -15,50 +18,38 @@ import jax
 import numpy as np
 from etils import epath
 
-from ado_jax import checkpoint, sharding, train
-from ado_jax.config import Config, validate
+from ado_jax import checkpoint, memory, run_dir as run_dirs, sharding, train
+from ado_jax.config import Config, config_from_dict, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
+from ado_jax.run_log import MetricsLog, read_metrics
+
+__all__ = ["MetricsLog", "RunOptions", "RunStopped", "eval_record", "run"]
 
 
-class MetricsLog:
-    """``metrics.jsonl`` in the run dir: one JSON object per step (process 0 only)."""
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What a user may ask of one invocation (CLI flags), beside the run's config.
 
-    def __init__(self, run_dir: epath.Path, resume_step: int):
-        self.path = run_dir / "metrics.jsonl"
-        self.enabled = jax.process_index() == 0
-        self.lines: list[str] = []
-        # The last written value of every [D, D] metric (``{row: {col: v}}``) as an array, so a
-        # resumed run writes a matrix exactly when the uninterrupted run would have.
-        self.last_matrices: dict = {}
-        if self.enabled and self.path.exists():
-            # Drop lines past the checkpoint we resume from: those steps are about to be redone.
-            for ln in self.path.read_text().splitlines():
-                rec = json.loads(ln) if ln else None
-                if rec is None or rec["step"] > resume_step:
-                    continue
-                self.lines.append(ln + "\n")
-                self.last_matrices.update(
-                    {k: np.array([list(row.values()) for row in v.values()], np.float32) for k, v in rec.items()
-                     if isinstance(v, dict) and v and isinstance(next(iter(v.values())), dict)})
-            self._write_all()
+    Attributes:
+      force: train even when the memory estimate exceeds what the devices have.
+      reset_mixer: resume with a fresh mixer (its ``init``), accepting a changed ``mixer`` section.
+      allow_change: resume with changed optimizer hyperparameters (``run_dir.OPTIMIZER``).
+      break_lock: take over a ``gs://`` run directory's lock object left by a dead process.
+    """
 
-    def _write_all(self) -> None:
-        tmp = self.path.parent / (self.path.name + ".tmp")
-        tmp.write_text("".join(self.lines))
-        tmp.replace(self.path)
+    force: bool = False
+    reset_mixer: bool = False
+    allow_change: bool = False
+    break_lock: bool = False
 
-    def write(self, records: list[dict]) -> None:
-        """Appends ``records`` as JSON lines (rewrites the file on gs://; no-op off process 0)."""
-        if not self.enabled or not records:
-            return
-        new = [json.dumps(r) + "\n" for r in records]
-        self.lines += new
-        if str(self.path).startswith("gs://"):
-            self._write_all()  # object stores cannot append
-        else:
-            with open(self.path, "a") as f:
-                f.writelines(new)
+
+class RunStopped(RuntimeError):
+    """The run stopped before ``train.steps``: interrupted (exit 130) or stuck (exit 3)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) -> list[dict]:
@@ -90,18 +81,98 @@ def eval_record(step: int, model, batches: dict, names: tuple, sizes: dict, eval
     return {"step": step, "eval_loss": losses, **aggregate(losses, sizes, eval_only)}
 
 
-def run(cfg: Config, run_dir: str) -> dict:
-    """Trains (or resumes) the run in ``run_dir``; returns the last logged metrics record.
+
+class _Signals:
+    """SIGTERM and a first Ctrl-C ask the loop to stop *between* steps (the state is donated to
+    the step, so it can only be saved between them); a second Ctrl-C aborts at once."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, _frame):
+        if self.received == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
+                  file=sys.stderr)
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _check_resume(cfg: Config, ckpt, start: int, opts: RunOptions) -> tuple[dict, Config | None]:
+    """The accepted config changes since checkpoint ``start`` (``run_dir.check_resume``), and,
+    with ``--reset-mixer``, the stored config (the mixer state is restored in the old mixer's
+    shape, then replaced by a fresh one)."""
+    old = ckpt.config(start)
+    changes = run_dirs.check_resume(old, cfg.to_dict(), start, opts.allow_change, opts.reset_mixer)
+    return changes, (config_from_dict(old, validate_it=False) if opts.reset_mixer else None)
+
+
+def _summary(start: int, step: int, wall: float, t_steps: int, t_run: float, tokens_per_step: int, last: dict,
+             last_eval: dict | None) -> dict:
+    """The closing record: steps, wall time, tokens/s (compilation excluded), final losses."""
+    out = {"step": step, "steps_this_run": step - start, "wall_s": round(wall, 2),
+           "tokens_per_s": round(tokens_per_step * t_steps / t_run, 1) if t_steps and t_run > 0 else None,
+           "loss": last.get("loss")}
+    if last_eval:
+        out.update({k: v for k, v in last_eval.items() if k != "step"})
+    return out
+
+
+def run(cfg: Config, run_dir: str, opts: RunOptions = RunOptions()) -> dict:
+    """Trains (or resumes) the run in ``run_dir``; returns the closing summary record
+    (``step``, ``steps_this_run``, ``wall_s``, ``tokens_per_s``, ``loss``, and the last
+    evaluation's ``eval_loss`` and aggregates).
 
     ``cfg`` is not changed: the run uses (and writes to ``config.json`` and every checkpoint) a
     copy with ``model.vocab_size`` resolved from the data when it is 0. The training data is one
-    ``Loader`` (``ado_jax.data.base``), sampled in the step or on the host per ``data.loader``."""
+    ``Loader`` (``ado_jax.data.base``), sampled in the step or on the host per ``data.loader``.
+    Raises ``RunStopped`` after Ctrl-C (checkpoint saved) or a stuck run, ``run_dir.RunDirBusy``
+    when another process holds the directory, ``run_dir.ConfigChanged`` for a refused config
+    change, ``MemoryError`` when the estimate exceeds the devices' memory, ``OSError`` for the
+    file system's failures."""
+    t_begin = time.perf_counter()
     sharding.maybe_initialize_distributed()
     cfg = data_setup.resolve_vocab_size(cfg)
     validate(cfg, jax.device_count())
+    lead = jax.process_index() == 0
     run_path = epath.Path(run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
+    lock = run_dirs.RunLock(run_path, opts.break_lock) if lead else None
+    try:
+        return _run_locked(cfg, run_path, opts, lead, t_begin)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_locked(cfg: Config, run_path: epath.Path, opts: RunOptions, lead: bool, t_begin: float) -> dict:
+    ckpt = checkpoint.Checkpointer(str(run_path / "checkpoints"), cfg.train.keep_ckpts)
+    try:
+        return _train(cfg, run_path, opts, lead, t_begin, ckpt)
+    finally:
+        ckpt.close()
+
+
+def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
+    start = ckpt.latest_step() or 0
+    changes, old_cfg = _check_resume(cfg, ckpt, start, opts) if start else ({}, None)
+    if lead and "://" not in str(run_path):  # fail now, not at the first save after hours of training
+        probe = run_path / "checkpoints" / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    if start >= cfg.train.steps:
+        records = [r for r in read_metrics(run_path / "metrics.jsonl") if "loss" in r]
+        if lead:
+            print(f"{run_path}: already at step {start} (train.steps={cfg.train.steps}); nothing to train: raise "
+                  "--steps to continue")
+        return {"step": start, "steps_this_run": 0, "loss": records[-1]["loss"] if records else None}
     mesh = sharding.make_mesh(cfg.mesh)
+    est = memory.check(cfg, mesh, opts.force)
     loader = data_setup.train_loader(cfg, mesh)
     heldout = data_setup.heldout_stream(cfg, with_eval_only=True)  # trained domains, then evaluation-only
     names = loader.names
@@ -111,15 +182,29 @@ def run(cfg: Config, run_dir: str) -> dict:
     stream_state = loader.init_state(key_data, mixer.init(len(names)).weights)
     state = train.create_state(cfg.model, optimizer, mixer, stream_state, len(names), key_model, mesh)
     shardings = train.state_shardings(state, mesh)
-
-    ckpt = checkpoint.Checkpointer(str(run_path / "checkpoints"), cfg.train.keep_ckpts)
-    start = ckpt.latest_step() or 0
-    if start:
+    if start and old_cfg is not None:  # --reset-mixer: the old mixer's state shape, then a fresh mixer
+        old_mixer = old_cfg.mixer.build(loader.sizes(), old_cfg.train.decay_steps, old_cfg.train.seed)
+        like = eqx.filter_eval_shape(train.init_state, cfg.model, optimizer, old_mixer, stream_state, len(names),
+                                     key_model)
+        restored, _ = ckpt.restore(like, train.state_shardings(like, mesh), start)
+        state = eqx.tree_at(lambda s: s.mixer_state, restored, state.mixer_state)
+    elif start:
         state, _ = ckpt.restore(state, shardings, start)
     loader.start(state.stream_state)
-    if jax.process_index() == 0:
-        (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    log = MetricsLog(run_path, start)
+    log = MetricsLog(run_path, start, enabled=lead)
+    if lead:
+        run_dirs.record_config(run_path, cfg.to_dict(), start, changes)
+        mesh_txt = "x".join(str(mesh.shape[a]) for a in ("data", "fsdp", "tensor"))
+        print(f"{run_path}: {f'resuming from step {start}' if start else 'new run'} to step {cfg.train.steps} | "
+              f"{est['param_count'] / 1e6:.2f}M parameters | {jax.device_count()} {jax.default_backend()} "
+              f"device(s), mesh data x fsdp x tensor = {mesh_txt} | mixer {cfg.mixer.name} | about "
+              f"{est['total'] / 2**20:,.0f} MiB per device", flush=True)
+        if changes:
+            print(f"config changes accepted at step {start}: {run_dirs.show_changes(changes)} "
+                  f"(history in {run_path / run_dirs.HISTORY})", flush=True)
+    if start and (changes or opts.reset_mixer):
+        log.write([{"step": start, "event": "resume", "reset_mixer": bool(opts.reset_mixer),
+                    "mixer": cfg.mixer.name, "changed": {k: list(v) for k, v in changes.items()}}])
     last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg.train, optimizer, mixer, mesh, shardings, len(names))
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
@@ -131,44 +216,71 @@ def run(cfg: Config, run_dir: str) -> dict:
         state = eqx.tree_at(lambda s: s.stream_state, state, loader.state(state.stream_state))
         ckpt.save(step, state, cfg.to_dict())
 
-    stop = {"sigterm": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
-    show = cfg.train.progress and jax.process_index() == 0
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.train.steps, initial=start, disable=not show, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=not (cfg.train.progress and lead), unit="step",
+               dynamic_ncols=True)
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
-    pending, last, t0, t_steps = [], {}, time.perf_counter(), 0
-    step = start
+    pending, last, last_eval, t0, t_steps, stuck = [], {}, None, None, 0, 0
+    step, state_ok, failed = start, True, False
+    signals = _Signals()
     try:
-        while step < cfg.train.steps and not stop["sigterm"]:
+        while step < cfg.train.steps and not signals.received and not stuck:
             data = loader.step_input(state.mixer_state.weights)
+            state_ok = False  # from here until the step returns, `state` may be donated
             state, metrics = step_fn(state, data, mixer_heldout)
+            state_ok = True
             step += 1
             pending.append((step, metrics))
+            if t0 is None:  # rates and the bar's ETA start after the first (compiling) step
+                jax.block_until_ready(metrics["loss"])
+                t0 = time.perf_counter()
+                if not bar.disable:
+                    bar.initial, bar.start_t = step, time.time()  # tqdm's clock
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 records = _to_records(pending, names, last_2d)
                 pending, last = [], records[-1]
-                dt = time.perf_counter() - t0
-                t_steps += len(records)
-                last["tokens_per_s"] = tokens_per_step * t_steps / max(dt, 1e-9)
+                t_steps = step - start - 1
+                last["tokens_per_s"] = tokens_per_step * t_steps / max(time.perf_counter() - t0, 1e-9)
                 log.write(records)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.3g}")
+                if cfg.train.max_skipped_in_row and last["skipped_in_row"] >= cfg.train.max_skipped_in_row:
+                    stuck = last["skipped_in_row"]
             bar.update(1)
             if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-                rec = eval_record(step, state.model, eval_batches, heldout.names,
-                                  dict(zip(names, loader.sizes())), cfg.data.eval_only_domains)
-                log.write([rec])
+                last_eval = eval_record(step, state.model, eval_batches, heldout.names,
+                                        dict(zip(names, loader.sizes())), cfg.data.eval_only_domains)
+                log.write([last_eval])
             if step % cfg.train.ckpt_every == 0:
                 save(step, state)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        log.write(_to_records(pending, names, last_2d))
-        if step > start and ckpt.latest_step() != step:
-            save(step, state)
-        ckpt.close()
-        loader.close()
+        signals.restore()
         bar.close()
-    if stop["sigterm"] and jax.process_index() == 0:
-        print(f"SIGTERM: saved checkpoint at step {step} in {run_path / 'checkpoints'}; rerun to resume")
-    return last
+        try:
+            log.write(_to_records(pending, names, last_2d))
+            if state_ok and step > start and ckpt.latest_step() != step:
+                save(step, state)
+        except Exception as e:  # a second failure must not hide the first
+            if not failed:
+                raise
+            print(f"warning: could not save the final checkpoint at step {step}: {e}", file=sys.stderr)
+        if not state_ok and lead:
+            print(f"aborted inside step {step + 1}: nothing saved after checkpoint {ckpt.latest_step()}",
+                  file=sys.stderr)
+        loader.close()
+    t_run = time.perf_counter() - t0 if t0 is not None else 0.0
+    summary = _summary(start, step, time.perf_counter() - t_begin, step - start - 1, t_run, tokens_per_step, last,
+                       last_eval)
+    where = f"checkpoint at step {step} in {run_path / 'checkpoints'}"
+    if signals.received == "SIGINT":
+        raise RunStopped(f"interrupted (Ctrl-C): saved {where}; rerun the same command to resume", 130)
+    if signals.received and lead:
+        print(f"{signals.received}: saved {where}; rerun to resume")
+    if stuck:
+        raise RunStopped(f"stopped: the last {stuck} steps were all skipped (non-finite gradient or update; "
+                         f"train.max_skipped_in_row={cfg.train.max_skipped_in_row}); saved {where}. Lower train.lr "
+                         "(resume with --allow-change) or check the data", 3)
+    return summary

@@ -36,7 +36,7 @@ class TrainState(eqx.Module):
 
     Attributes:
       model: the Llama (float32 params).
-      opt_state: AdamW state wrapped in ``optax.apply_if_finite`` (counts skipped steps).
+      opt_state: AdamW state wrapped in ``skip_non_finite`` (counts skipped steps).
       mixer_state: the mixer's pytree; ``mixer_state.weights: [D]`` is the next batch's mixture.
       tracker_state: per-domain loss EMAs (``ado_jax.mixing.tracker``).
       stream_state: the data stream's state (its PRNG key / position).
@@ -65,11 +65,40 @@ def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(leaf, params)
 
 
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def skip_non_finite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner``, with a step skipped (zero update, inner state kept) when the gradient *or the
+    update it produces* is not finite. ``optax.apply_if_finite`` checks only the gradient, so an
+    infinite learning rate or an overflowing update would reach the weights. The state is an
+    ``optax.ApplyIfFiniteState`` (``notfinite_count``: skipped steps in a row, ``last_finite``,
+    ``total_notfinite``), so checkpoints of either kind restore."""
+    def init(params):
+        return optax.ApplyIfFiniteState(notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True),
+                                        total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+    def update(grads, state, params=None):
+        updates, inner_state = inner.update(grads, state.inner_state, params)
+        finite = _all_finite(grads) & _all_finite(updates)
+        keep = lambda new, old: jnp.where(finite, new, old)
+        updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+        inner_state = jax.tree.map(keep, inner_state, state.inner_state)
+        skipped = (~finite).astype(jnp.int32)
+        return updates, optax.ApplyIfFiniteState(notfinite_count=(state.notfinite_count + 1) * skipped,
+                                                 last_finite=finite, total_notfinite=state.total_notfinite + skipped,
+                                                 inner_state=inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
-    """AdamW (decay on matrices only) after global-norm clipping; non-finite steps are skipped."""
+    """AdamW (decay on matrices only) after global-norm clipping; a step whose gradient or update
+    is not finite is skipped (``skip_non_finite``)."""
     clip = optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity()
     adamw = optax.adamw(lr_schedule(t), t.b1, t.b2, weight_decay=t.weight_decay, mask=_decay_mask)
-    return optax.apply_if_finite(optax.chain(clip, adamw), max_consecutive_errors=2**30)
+    return skip_non_finite(optax.chain(clip, adamw))
 
 
 def init_state(model_cfg: ModelConfig, optimizer, mixer: Mixer, stream_state, num_domains: int,
@@ -148,7 +177,8 @@ def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shard
     reach the mixer as ``DomainStats.heldout_loss``; other steps skip the evaluation entirely.
 
     Metrics (device arrays): ``loss`` [], ``grad_norm`` [], ``lr`` [], ``skipped`` [] (1 when the
-    update was not finite and therefore not applied), ``domain_loss`` [D] (NaN where absent),
+    gradient or update was not finite and therefore not applied), ``skipped_in_row`` [] (steps
+    skipped in a row, this one included), ``domain_loss`` [D] (NaN where absent),
     ``domain_count`` [D], ``weights`` [D] (the mixture this batch was drawn with),
     ``heldout_eval`` [] (1 when held-out losses were evaluated this step).
     """
@@ -173,7 +203,8 @@ def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shard
                                stream_state, state.step + 1)
         new_state = eqx.filter_shard(new_state, shardings)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
-                   "skipped": (~opt_state.last_finite).astype(jnp.int32), "domain_loss": stats.mean_loss(),
+                   "skipped": (~opt_state.last_finite).astype(jnp.int32),
+                   "skipped_in_row": opt_state.notfinite_count, "domain_loss": stats.mean_loss(),
                    "domain_count": stats.count, "weights": weights_D,
                    "domain_loss_ema": tracker.ema_loss(new_state.tracker_state),
                    "heldout_eval": jnp.asarray(want, jnp.int32),

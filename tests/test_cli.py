@@ -18,7 +18,7 @@ def test_train_help_lists_every_config_section(capsys):
 
 def test_bad_config_is_one_clear_line(capsys, tmp_path):
     assert cli.main(["train", "--config", "tiny", "--set", "train.lr=-1", "--run-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: train.lr=-1.0: must be non-negative"
+    assert capsys.readouterr().err.strip() == "error: train.lr=-1.0: must be a finite number in [0, 1]"
     assert not (tmp_path / "checkpoints").exists()
 
 

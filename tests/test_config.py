@@ -20,7 +20,16 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override, match", [
     ("train.lrr=1", "unknown config key 'train.lrr'"),
     ("bogus.lr=1", "unknown config section 'bogus'"),
-    ("train.lr=-1", "train.lr=-1.0: must be non-negative"),
+    ("train.lr=-1", "train.lr=-1.0: must be a finite number in \\[0, 1\\]"),
+    # Non-finite or absurd floats and zero evaluation batches (issue: these passed and ran).
+    ("train.lr=inf", "train.lr=inf: must be a finite number"),
+    ("train.lr=1e6", "train.lr=1000000.0: must be a finite number in \\[0, 1\\]"),
+    ("train.lr=nan", "train.lr=nan: must be a finite number"),
+    ("train.b2=nan", "train.b2=nan: must be a finite number in \\[0, 1\\)"),
+    ("train.grad_clip=inf", "train.grad_clip=inf: must be a finite number"),
+    ("train.weight_decay=1e30", "train.weight_decay=1e\\+30: must be a finite number"),
+    ("train.eval_batches=0", "train.eval_batches=0: must be at least 1 when train.eval_every > 0"),
+    ("data.heldout_fraction=nan", "data.heldout_fraction=nan: must be in"),
     ("train.lr=fast", "train.lr='fast': expected float"),
     ("model.qk_norm=maybe", "expected a boolean"),
     ("train.batch_size=10", None),

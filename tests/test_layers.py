@@ -31,10 +31,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.presets", ()),
     ("ado_jax.eval_metrics", ()),                    # aggregates of per-domain losses (numpy only)
     ("ado_jax.config", (BELOW,)),
-    ("ado_jax.checkpoint", ()),                      # saves any pytree; train uses its leaf test
+    ("ado_jax.memory", (BELOW,)),                    # the memory estimate of a config (model shapes)
+    ("ado_jax.run_dir", ()),                         # lock, config history, OS-error messages: a leaf
+    ("ado_jax.run_log", ()),                         # metrics.jsonl read and write: a leaf
+    ("ado_jax.checkpoint", ("ado_jax.run_dir",)),    # saves any pytree; train uses its leaf test
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
-    ("ado_jax.compare", ("ado_jax.eval_metrics",)),
+    ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log")),
     ("ado_jax.plot", ("ado_jax.compare",)),
     ("ado_jax.cli", (BELOW,)),
     ("ado_jax", (BELOW,)),                           # the package's own __init__
