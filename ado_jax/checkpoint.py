@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 
@@ -46,6 +47,14 @@ def flatten_state(state) -> dict:
             raise ValueError(f"two state arrays map to the checkpoint key {key!r}")
         out[key] = leaf
     return out
+
+
+class _DropThreadTracebacks(logging.Filter):
+    """Drops orbax's log records of exceptions in its writer threads: the same exception reaches
+    ``save``, which raises it once (a full disk used to print 170 tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "raised an exception" not in record.getMessage()
 
 
 class Checkpointer:
@@ -91,6 +100,8 @@ class Checkpointer:
         naming the path; the save's temporary folder is never listed, so the previous
         checkpoint stays the latest."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(flatten_state(state)), config=ocp.args.JsonSave(config))
+        quiet = _DropThreadTracebacks()
+        logging.getLogger("absl").addFilter(quiet)
         try:
             self.manager.save(step, args=args, force=True)
             self.manager.wait_until_finished()
@@ -99,6 +110,8 @@ class Checkpointer:
             if os_error is None:
                 raise
             raise os_error from e
+        finally:
+            logging.getLogger("absl").removeFilter(quiet)
         step_dir = self._local_step_dir(step)
         if step_dir and jax.process_index() == 0:
             hashes = self._file_hashes(step_dir)  # before the .tmp file exists

@@ -97,10 +97,11 @@ def check(cfg: Config, mesh, force: bool = False) -> dict:
         where = f"{devices[0].device_kind} memory per device"
     est.update(needed=needed, available=available)
     if available and needed > 0.9 * available and not force:
+        remat = "" if cfg.model.remat == "full" else ", remat=full"
         raise MemoryError(
             f"this run needs about {needed / GiB:.1f} GiB ({est['param_count'] / 1e6:.1f}M parameters: state "
             f"{est['state'] / GiB:.2f} GiB, activations {est['activations'] / GiB:.2f} GiB, logits "
             f"{est['logits'] / GiB:.2f} GiB per device, over {len(devices)} device(s)) but {where} is "
-            f"{available / GiB:.1f} GiB; use a smaller model, batch or remat=full, more devices, or --force "
-            "to try anyway")
+            f"{available / GiB:.1f} GiB; use a smaller model or batch{remat}"
+            ", more devices, or --force to try anyway")
     return est

@@ -291,6 +291,20 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint_and_resumes(copy,
     assert _train(copy, 12) == 0 and sorted(_steps(copy)) == list(range(1, 13))
 
 
+def test_orbax_wrapped_disk_errors_become_the_os_error(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    def tensorstore_like(*a, **k):  # what tensorstore raises for a full disk: not an OSError
+        raise ValueError(f'Error writing local file "{tmp_path}/1/state/d/abc": No space left on device')
+
+    ckpt = Checkpointer(str(tmp_path))
+    monkeypatch.setattr(ocp.CheckpointManager, "save", tensorstore_like)
+    with pytest.raises(OSError) as info:
+        ckpt.save(1, {"w": np.ones(2)}, {})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == f"{tmp_path}/1/state/d/abc"
+    assert run_dir.os_error_message(info.value).startswith(f"{tmp_path}/1/state/d/abc: No space left on device;")
+
+
 def test_full_disk_during_a_metrics_write_resumes_after_space_is_freed(copy, monkeypatch, capsys):
     from ado_jax import run_log
 
