@@ -8,7 +8,10 @@ from __future__ import annotations
 
 
 def _cpu_model(**kw) -> dict:
-    return {"compute_dtype": "float32", "remat": "none", **kw}
+    # remat="full" is the fastest policy on CPU, not only the leanest: recomputing a block costs
+    # less than writing and re-reading its saved activations (benchmarks/remat_bench.py: the demo
+    # step at 1.33x the tokens/s of remat="none").
+    return {"compute_dtype": "float32", "remat": "full", **kw}
 
 
 PRESETS: dict[str, dict] = {

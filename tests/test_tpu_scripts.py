@@ -255,6 +255,8 @@ def test_watch_recovers_then_finishes(fx, git_repo):
                             *RECOVER, "tpu-vm describe", "tpu-vm ssh --worker=0"]
     assert "--accelerator-type=v4-32" in calls[4] and sha in calls[7][-1]
     assert "--run-dir gs://bkt/runs/r1" in calls[8][-1] and "training finished" in res.stderr
+    # The preempted trainer could not release its gs:// lock object: the relaunch takes it over.
+    assert "--run-dir gs://bkt/runs/r1 --break-lock" in calls[8][-1]
 
 
 def test_watch_gives_up_after_max_retries(fx, git_repo):

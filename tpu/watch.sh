@@ -77,7 +77,15 @@ recover() {
   if [[ $1 != MISSING ]]; then "$TPU_DIR/teardown.sh" --yes || log "delete failed; trying to create anyway"; fi
   "$TPU_DIR/create.sh" && "$TPU_DIR/setup.sh" && relaunch
 }
-relaunch() { "$TPU_DIR/launch.sh" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}; }
+# A relaunch follows a trainer that is gone (preempted, killed): a gs:// run dir may still hold its
+# lock object, so the new trainer takes it over (--break-lock; local run dirs need no such help).
+relaunch() {
+  local args=(${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
+  local a has_sep=0
+  for a in ${args[@]+"${args[@]}"}; do [[ $a == -- ]] && has_sep=1; done
+  ((has_sep)) || args+=(--)
+  "$TPU_DIR/launch.sh" "${args[@]}" --break-lock
+}
 
 if [[ $DRY_RUN == 1 ]]; then
   note "every ${POLL_INTERVAL}s: TPU state, then (when READY) the trainer on worker 0"
