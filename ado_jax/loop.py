@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from ado_jax import checkpoint, sharding, train
+from ado_jax import checkpoint, metric_sinks, sharding, train
 from ado_jax.config import Config, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
@@ -119,7 +119,7 @@ def run(cfg: Config, run_dir: str) -> dict:
     loader.start(state.stream_state)
     if jax.process_index() == 0:
         (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    log = MetricsLog(run_path, start)
+    log = metric_sinks.Tee(MetricsLog(run_path, start), cfg, run_path)  # + TensorBoard / W&B per cfg.log
     last_2d = dict(log.last_matrices)  # [D, D] metrics are written only when they change
     step_fn = train.make_train_step(cfg.train, optimizer, mixer, mesh, shardings, len(names))
     eval_batches = heldout.fixed_batches(cfg.train.eval_batches) if cfg.train.eval_every else None
@@ -167,6 +167,7 @@ def run(cfg: Config, run_dir: str) -> dict:
         if step > start and ckpt.latest_step() != step:
             save(step, state)
         ckpt.close()
+        log.close()
         loader.close()
         bar.close()
     if stop["sigterm"] and jax.process_index() == 0:

@@ -43,6 +43,7 @@ class ShardedTokens:
         self.shape = (self.size,)
 
     def __len__(self) -> int:
+        """Tokens in all shards."""
         return self.size
 
     def __getitem__(self, key) -> np.ndarray:
