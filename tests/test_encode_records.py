@@ -206,3 +206,21 @@ def test_hf_tokenizer_json(tmp_path):
     assert cfg.model.vocab_size == tok.get_vocab_size()
     with pytest.raises(ValueError, match=r"eos token '<end>' is not in the tokenizer's vocabulary"):
         resolve_tokenizer(tmp_path / "tokenizer.json", eos_token="<end>")
+
+
+def test_train_on_a_sharded_encode(tmp_path, capsys):
+    """The issue's path: Pile-shaped .jsonl.zst, 2 workers, sharded files, `ado-jax train` on them."""
+    from ado_jax import cli
+
+    inputs = [_write(tmp_path / f"pile/{i:02d}.jsonl.zst", _records(150, 150 * i)) for i in range(2)]
+    assert corpus_encode_main([*map(str, inputs), "--out", str(tmp_path / "c"), "--workers", "2",
+                               "--shard-tokens", "2000", "--heldout-fraction", "0.2", "--no-progress"]) == 0
+    assert max(d["splits"]["train"]["shards"] for d in corpus.load_manifest(tmp_path / "c")["domains"]) >= 2
+    for loader in ("host", "device"):
+        sets = ["data.source=corpus", f"data.corpus_dir={tmp_path / 'c'}", f"data.loader={loader}",
+                "model.vocab_size=0", "train.steps=2", "train.batch_size=8", "train.seq_len=32",
+                "train.eval_every=2", "train.eval_batches=1", "train.progress=false"]
+        argv = ["train", "--run-dir", str(tmp_path / f"run-{loader}")] + [a for s in sets for a in ("--set", s)]
+        assert cli.main(argv) == 0
+        recs = [json.loads(ln) for ln in (tmp_path / f"run-{loader}" / "metrics.jsonl").read_text().splitlines()]
+        assert list(recs[0]["weights"]) == sorted(DOMAINS) and np.isfinite(recs[-1]["eval_loss"]["Github"])
