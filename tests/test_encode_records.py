@@ -172,6 +172,14 @@ def test_inputs_and_bad_arguments(tmp_path):
         list_inputs([tmp_path / "notes.txt"])
     with pytest.raises(ValueError, match=r"errors='loose': expected one of strict\|replace\|skip"):
         encode_records([tmp_path / "sp"], tmp_path / "o", errors="loose", **QUIET)
+    with pytest.raises(ValueError, match=r"no documents in 2 input files: check --text-field 'body'"):
+        encode_records([tmp_path / "sp"], tmp_path / "o", text_field="body", **QUIET)
+    # a rerun must name its inputs as the first run did, and use the same tokenizer
+    encode_records([tmp_path / "sp/chunk1"], tmp_path / "c1", **QUIET)
+    with pytest.raises(ValueError, match=r"other ids \{'.*ex_0.jsonl': \('ex_0', 'chunk1__ex_0'\)\}"):
+        encode_records([tmp_path / "sp"], tmp_path / "c1", **QUIET)
+    with pytest.raises(FileExistsError, match=r"other settings \{'tokenizer'"):
+        encode_records([tmp_path / "sp/chunk1"], tmp_path / "c1", tokenizer=ByteTokenizer(add_eos=False), **QUIET)
 
 
 def test_hf_tokenizer_json(tmp_path):
@@ -224,3 +232,18 @@ def test_train_on_a_sharded_encode(tmp_path, capsys):
         assert cli.main(argv) == 0
         recs = [json.loads(ln) for ln in (tmp_path / f"run-{loader}" / "metrics.jsonl").read_text().splitlines()]
         assert list(recs[0]["weights"]) == sorted(DOMAINS) and np.isfinite(recs[-1]["eval_loss"]["Github"])
+
+
+def test_array_record_source_reads_an_encode(tmp_path):
+    from ado_jax.data.host_source import Prefetcher
+    from ado_jax.data.shards import ChunkRecords
+    from ado_jax.data.tfds_source import ArrayRecordSource
+
+    out = encode_records([_write(tmp_path / "a.jsonl", _records(90))], tmp_path / "c", shard_tokens=300, **QUIET)
+    doms = token_files.open_domains(out, "train")
+    src = ArrayRecordSource({n: ChunkRecords(a, 257, chunk=64) for n, a in doms.items()}, 8, 32)
+    batch = Prefetcher(src, seed=0, lag=0).next(np.array([0.5, 0.5, 0.0], np.float32))
+    assert batch["inputs"].shape == (8, 32) and set(batch["domain"].tolist()) <= {0, 1}
+    flat = {n: ByteTokenizer().decode(np.asarray(a)) for n, a in doms.items()}
+    for row, d in zip(batch["inputs"], batch["domain"]):
+        assert ByteTokenizer().decode(row[:8]).replace("\n", "") in flat[src.names[d]].replace("\n", "")

@@ -162,8 +162,17 @@ def prepare(out: Path, inputs: dict, settings: dict, tokenizer, bpe_vocab_size: 
     if (out / SETTINGS).exists():
         old = json.loads((out / SETTINGS).read_text())
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if tokenizer != "bpe" and resolve_tokenizer(tokenizer).to_config() != load_tokenizer(out).to_config():
+            diff["tokenizer"] = (load_tokenizer(out).to_config(), resolve_tokenizer(tokenizer).to_config())
         if diff:
             raise FileExistsError(f"{out} holds an encode with other settings {diff} (old, new); choose another --out")
+        for tmp in [*(out / "tokens").glob("*/*.tmp-*"), *(out / "parts").glob("*.tmp-*")]:
+            tmp.unlink()  # left by a killed run (one encode per --out at a time)
+        seen = {json.loads(p.read_text())["input"]: p.stem for p in (out / "parts").glob("*.json")}
+        moved = {str(f): (seen[str(f)], i) for i, f in inputs.items() if seen.get(str(f), i) != i}
+        if moved:
+            raise ValueError(f"inputs were encoded under other ids {moved} (old, new): their common folder changed; "
+                             "pass the earlier --input-root")
         return
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and has no {SETTINGS}; not writing into it")
@@ -239,5 +248,7 @@ def encode_records(inputs, out_dir, tokenizer="byte", text_field: str = "text",
     if len(todo) < len(files):
         log(f"{len(files) - len(todo)} of {len(files)} input files already encoded in {out}; skipping them")
     run_files(todo, out, settings, workers, progress)
-    assemble(out, log)
+    if not assemble(out, log)["names"]:
+        raise ValueError(f"no documents in {len(files)} input files: check --text-field {text_field!r} and "
+                         f"--domain-field {domain_field!r} (malformed records are listed above)")
     return out

@@ -191,7 +191,8 @@ def read_records(path: str | os.PathLike, text_field: str = "text", domain_field
     """Yields the ``Record(line, domain, text)`` of each well-formed record of ``path``.
 
     Args:
-      text_field / domain_field: dotted paths into each record (``meta.pile_set_name``).
+      text_field: dotted path of the document text in each record (``text``).
+      domain_field: dotted path of the domain name (``meta.pile_set_name``).
       errors: ``strict`` | ``replace`` | ``skip`` (module docstring); counts go to ``counts``.
       progress: if given, a callable returning the input bytes read so far is appended to it.
     """

@@ -112,3 +112,27 @@ def read_index(path: str | os.PathLike) -> dict:
         if not isinstance(s, dict) or "file" not in s or "count" not in s:
             raise ValueError(f"{path}: shard entry {s!r} lacks 'file' or 'count'")
     return index
+
+
+class ChunkRecords:
+    """A token array (``ShardedTokens`` or a memmap, ``[N]``) as a record domain of ``chunk``-token
+    records, so ``tfds_source.ArrayRecordSource`` samples an encoded corpus too: records of one
+    length make its record-uniform windows token-uniform::
+
+        doms = open_domains(corpus_dir, "train")
+        src = ArrayRecordSource({n: ChunkRecords(a, vocab_size) for n, a in doms.items()}, B, T)
+    """
+
+    def __init__(self, tokens, vocab_size: int | None = None, chunk: int = 2048):
+        if chunk <= 0:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        self.array, self.chunk, self.vocab_size = tokens, int(chunk), vocab_size
+        self.tokens = int(tokens.size)
+
+    def __len__(self) -> int:
+        """Records: ``ceil(tokens / chunk)``."""
+        return -(-self.tokens // self.chunk)
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Token arrays of records ``indices`` (each ``[chunk]``, the last one shorter)."""
+        return [np.asarray(self.array[int(i) * self.chunk:(int(i) + 1) * self.chunk]) for i in indices]
