@@ -45,8 +45,8 @@ def test_manifest_hashes_and_check(fake_root, tmp_path, capsys):  # noqa: F811
 
 
 def test_legal_needs_its_listed_packages(fake_root, tmp_path):  # noqa: F811
-    (fake_root / "usr/share/doc/fortunes/copyright").unlink()
-    with pytest.raises(RuntimeError, match=r"\['legal'\] are not installed(?s:.)*apt-get install -y .*fortunes"):
+    (fake_root / "usr/share/doc/tar/copyright").unlink()
+    with pytest.raises(RuntimeError, match=r"\['legal'\] are not installed(?s:.)*apt-get install -y .*tar"):
         corpus.build_corpus(tmp_path / "c", domains=["legal"], root=fake_root, install=False, **QUIET)
 
 

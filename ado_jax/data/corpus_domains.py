@@ -203,14 +203,14 @@ def _files_extract(files: list[Path]) -> list[str]:
 
 
 # --- legal: license texts and a fixed list of packages' copyright notices --------------------------------
-# Debian's required packages (on every Debian / Ubuntu system) and the packages the other domains
-# install: not whatever copyright files happen to be on a machine, so installing an unrelated
-# package no longer changes this domain (their versions still can; ``corpus build --check`` tells).
+# Debian's required packages (on every Debian / Ubuntu system, so this domain never needs apt):
+# not whatever copyright files happen to be on a machine, so installing an unrelated package no
+# longer changes this domain (the listed packages' versions still can; ``corpus build --check``
+# tells).
 LEGAL_PACKAGES = ("apt", "base-files", "base-passwd", "bash", "coreutils", "dash", "debianutils", "diffutils",
                   "dpkg", "findutils", "gpgv", "grep", "gzip", "hostname", "init-system-helpers", "libc-bin",
                   "login", "mawk", "ncurses-base", "ncurses-bin", "perl-base", "sed", "sysvinit-utils", "tar",
-                  "util-linux", "zlib1g", "bible-kjv", "bible-kjv-text", "dict-foldoc", "dict-gcide", "fortunes",
-                  "manpages", "python3-doc")
+                  "util-linux", "zlib1g")
 
 
 def _legal_find(root: Path) -> list[Path]:

@@ -212,6 +212,8 @@ def assemble(out_dir: str | os.PathLike, log=print) -> dict:
                 "inputs": sorted(parts), "domains": domains, "errors": errors,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _atomic_json(out / "manifest.json", manifest)
+    if errors:
+        log(f"malformed records in {len(errors)} of {len(parts)} input files (manifest.json: errors):")
     for path, c in errors.items():
         log(f"  {path}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
     return manifest
