@@ -62,6 +62,7 @@ def test_text_folder_errors(tmp_path, capsys):
     assert any("a: 1 files not valid UTF-8 (3 characters replaced by U+FFFD)" in s for s in logs)
     out = encode_dir(src, tmp_path / "skip", heldout_fraction=0, errors="skip", **QUIET)
     assert {d["name"]: d for d in corpus.load_manifest(out)["domains"]}["a"]["n_docs"] == 1
+    assert [r["ok"] and r["packages"] is None for r in check_corpus_hashes(out)] == [True, True]
     assert corpus_encode_main([str(src), "--out", str(tmp_path / "strict"), "--errors", "strict"]) == 2
     assert "1.txt: not valid UTF-8 at byte 3" in capsys.readouterr().err
     assert not (tmp_path / "strict").exists()

@@ -161,6 +161,21 @@ def test_merge_disjoint_encodes(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_bpe_trained_on_the_records(tmp_path):
+    pytest.importorskip("tokenizers")
+    recs = _records(60)
+    out = encode_records([_write(tmp_path / "a.jsonl", recs)], tmp_path / "c", tokenizer="bpe", bpe_vocab_size=300,
+                         heldout_fraction=0, **QUIET)
+    tok = load_tokenizer(out)
+    assert tok.kind == "bpe" and tok.vocab_size <= 300
+    ids = np.asarray(token_files.open_domains(out, "train")["Pile-CC"])
+    assert tok.decode(ids[:list(ids).index(tok.eos_id)]) == recs[1]["text"]
+    from ado_jax.data.corpus_check import check_corpus_hashes
+
+    with pytest.raises(ValueError, match="an encode of record files, which --check does not cover"):
+        check_corpus_hashes(out)
+
+
 def test_inputs_and_bad_arguments(tmp_path):
     _write(tmp_path / "sp/chunk1/ex_0.jsonl", _records(3))
     _write(tmp_path / "sp/chunk2/ex_0.jsonl", _records(3))

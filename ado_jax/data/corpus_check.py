@@ -4,7 +4,8 @@ Two questions, per domain, against the sha256 a manifest records (``corpus.conte
 
 * **files**: do the documents on disk (``text/<domain>.<split>.jsonl``) still hash to it?
 * **packages**: does *this machine* build the same documents — the packages under the build's
-  root extracted, capped and split with the manifest's settings (nothing is written)?
+  root extracted, capped and split with the manifest's settings (nothing is written)? Only for
+  the built-in corpus; an encode of text folders is checked on its files alone.
 
 ``check_corpus_hashes(corpus_dir, reference=None)`` returns one row per domain; ``reference``
 (another corpus's ``manifest.json``, e.g. the one a results file was made with) replaces the
@@ -42,6 +43,10 @@ def check_corpus_hashes(corpus_dir: str | os.PathLike, reference: str | os.PathL
     checked or not available) for every domain of the corpus at ``corpus_dir``."""
     corpus_dir = Path(corpus_dir)
     manifest = load_manifest(corpus_dir)
+    if (corpus_dir / "encode.json").exists():
+        raise ValueError(f"{corpus_dir} is an encode of record files, which --check does not cover: its shards "
+                         "carry sha256 digests instead (token_files.open_tokens(path, verify='sha256'))")
+    packages = packages and "root" in manifest.get("config", {})  # a text-folder encode: files only
     expected = manifest if reference is None else json.loads(Path(reference).read_text())
     want = {d["name"]: d.get("sha256") for d in expected["domains"]}
     missing = [n for n, h in want.items() if h is None]
