@@ -221,6 +221,7 @@ def test_hf_tokenizer_json(tmp_path):
     assert corpus_encode_main(args[:1] + ["--out", str(tmp_path / "bos"), "--tokenizer",
                                           str(tmp_path / "tokenizer.json"), "--bos-token", "<s>", "--no-progress"]) == 0
     assert np.asarray(token_files.open_domains(tmp_path / "bos", "train")["Github"])[0] == 1
+    assert corpus_encode_main(args[:1] + ["--out", str(tmp_path / "x"), "--eos-token", "</s>"]) == 2
     from ado_jax.config import load_config
     from ado_jax.data.setup import resolve_vocab_size
 

@@ -144,8 +144,11 @@ def corpus_encode_main(args=None) -> int:
     a = _parse(args, add_encode_args)
     try:
         tok = a.tokenizer
-        if tok != "bpe" and (a.eos_token or a.bos_token):
-            tok = resolve_tokenizer(tok, a.eos_token, a.bos_token)
+        if a.eos_token or a.bos_token:
+            tok = resolve_tokenizer(tok, a.eos_token, a.bos_token) if tok != "bpe" else None
+            if getattr(tok, "kind", None) != "hf":
+                raise ValueError(f"--eos-token / --bos-token apply to a Hugging Face tokenizer, not --tokenizer "
+                                 f"{a.tokenizer}")
         if _is_records(a):
             out = encode_records(a.inputs, a.out, tokenizer=tok, text_field=a.text_field,
                                  domain_field=a.domain_field or "meta.pile_set_name", workers=a.workers,
