@@ -1,6 +1,7 @@
-"""Runs ``encode_records.encode_file`` over input files in worker processes, with a progress bar.
+"""Runs a per-file encoder (``encode_records.encode_file``) over input files in worker processes,
+with a progress bar.
 
-``run_files(todo, out, settings, workers)``: with ``workers=1`` in this process; otherwise a
+``run_files(encode_file, todo, out, settings, workers)``: with ``workers=1`` in this process; otherwise a
 ``spawn`` pool (no fork of a process that may hold JAX's threads), each worker taking whole
 files. The bar counts input bytes read (compressed bytes for .gz / .zst), so its rate is MB/s of
 input and its ETA covers the files still to do. The first failure (e.g. a malformed record under
@@ -28,16 +29,15 @@ def _report(n: int) -> None:
         _counter.value += n
 
 
-def _work(args) -> dict:
-    from ado_jax.data.encode_records import encode_file
-
+def _work(encode_file, args) -> dict:
     return encode_file(*args, report=_report)
 
 
-def run_files(todo: dict, out: Path, settings: dict, workers: int = 1, progress: bool = True) -> list[dict]:
-    """Encodes every ``{input id: path}`` of ``todo`` into ``out``; returns their part summaries."""
-    from ado_jax.data.encode_records import encode_file
-
+def run_files(encode_file, todo: dict, out: Path, settings: dict, workers: int = 1,
+              progress: bool = True) -> list[dict]:
+    """Runs ``encode_file(input_id, path, out, settings, report=...)`` (a module-level function,
+    so worker processes can import it) on every ``{input id: path}`` of ``todo``; returns the
+    part summaries it returns."""
     if not todo:
         return []
     total = sum(p.stat().st_size for p in todo.values())
@@ -50,7 +50,7 @@ def run_files(todo: dict, out: Path, settings: dict, workers: int = 1, progress:
         ctx = mp.get_context("spawn")
         counter = ctx.Value("q", 0)
         with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(counter,)) as pool:
-            pending = [pool.apply_async(_work, (t,)) for t in tasks]
+            pending = [pool.apply_async(_work, (encode_file, t)) for t in tasks]
             shown, results = 0, []
             while pending:
                 time.sleep(0.2)

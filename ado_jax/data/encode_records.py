@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ado_jax.data import shards
+from ado_jax.data.encode_pool import run_files
 from ado_jax.data.records import ERRORS, is_record_file, read_records
 from ado_jax.data.shard_writer import ShardWriter
 from ado_jax.data.token_files import SPLITS
@@ -234,8 +235,6 @@ def encode_records(inputs, out_dir, tokenizer="byte", text_field: str = "text",
       shard_tokens: a shard is closed at the first document end past this many tokens.
     Returns ``out_dir``; its manifest lists every domain (sorted) with per-split counts.
     """
-    from ado_jax.data.encode_pool import run_files
-
     if errors not in ERRORS:
         raise ValueError(f"errors={errors!r}: expected one of {'|'.join(ERRORS)}")
     if not 0 <= heldout_fraction < 1 or workers < 1 or shard_tokens < 1:
@@ -249,7 +248,7 @@ def encode_records(inputs, out_dir, tokenizer="byte", text_field: str = "text",
     todo = {i: f for i, f in files.items() if not (out / "parts" / f"{i}.json").exists()}
     if len(todo) < len(files):
         log(f"{len(files) - len(todo)} of {len(files)} input files already encoded in {out}; skipping them")
-    run_files(todo, out, settings, workers, progress)
+    run_files(encode_file, todo, out, settings, workers, progress)
     if not assemble(out, log)["names"]:
         raise ValueError(f"no documents in {len(files)} input files: check --text-field {text_field!r} and "
                          f"--domain-field {domain_field!r} (malformed records are listed above)")
