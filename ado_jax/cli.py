@@ -151,8 +151,11 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     csub = corpus.add_subparsers(dest="corpus_command", required=True)
     corpus_cli.add_build_args(csub.add_parser("build", help="build (or reuse) the built-in corpus")).set_defaults(
         fn=corpus_cli.corpus_build_main)
-    corpus_cli.add_encode_args(csub.add_parser("encode", help="tokenize a directory of text, one folder per domain")
+    corpus_cli.add_encode_args(csub.add_parser("encode", help="tokenize text folders (one per domain) or record "
+                                                "files (JSONL, Parquet) into token files")
                                ).set_defaults(fn=corpus_cli.corpus_encode_main)
+    corpus_cli.add_merge_args(csub.add_parser("merge", help="join encodes of disjoint input files")).set_defaults(
+        fn=corpus_cli.corpus_merge_main)
     return parser
 
 

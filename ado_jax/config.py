@@ -15,6 +15,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from ado_jax.metric_sinks import LogConfig
 from ado_jax.models.llama import ModelConfig
 from ado_jax.options import option as _f
 from ado_jax.presets import PRESETS
@@ -88,6 +89,7 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     data: DataConfig = field(default_factory=DataConfig)
     mixer: typing.Any = field(default_factory=lambda: _mixer_class("balanced")())  # a registered MixerConfig
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict:
         """The config as nested plain dicts (what ``config.json`` in a run directory holds);

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from ado_jax import checkpoint, memory, run_dir as run_dirs, sharding, train
+from ado_jax import checkpoint, memory, metric_sinks, run_dir as run_dirs, sharding, train
 from ado_jax.config import Config, config_from_dict, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
@@ -191,7 +191,7 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
     elif start:
         state, _ = ckpt.restore(state, shardings, start)
     loader.start(state.stream_state)
-    log = MetricsLog(run_path, start, enabled=lead)
+    log = metric_sinks.Tee(MetricsLog(run_path, start, enabled=lead), cfg, run_path)  # + TensorBoard / W&B
     if lead:
         run_dirs.record_config(run_path, cfg.to_dict(), start, changes)
         mesh_txt = "x".join(str(mesh.shape[a]) for a in ("data", "fsdp", "tensor"))
@@ -270,6 +270,7 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
         if not state_ok and lead:
             print(f"aborted inside step {step + 1}: nothing saved after checkpoint {ckpt.latest_step()}",
                   file=sys.stderr)
+        log.close()
         loader.close()
     t_run = time.perf_counter() - t0 if t0 is not None else 0.0
     summary = _summary(start, step, time.perf_counter() - t_begin, step - start - 1, t_run, tokens_per_step, last,

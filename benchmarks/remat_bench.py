@@ -34,7 +34,8 @@ def build(preset: str, remat: str, batch: int | None):
     from ado_jax.data.in_memory import InMemoryDomains
     from ado_jax.mixing.basic import balanced
 
-    cfg = load_config(preset, [f"model.remat={remat}", "mesh.data=1"] + ([f"train.batch_size={batch}"] if batch else []))
+    extra = [f"train.batch_size={batch}"] if batch else []
+    cfg = load_config(preset, [f"model.remat={remat}", "mesh.data=1", *extra])
     cfg.model.vocab_size = cfg.model.vocab_size or 257
     B, T, V = cfg.train.batch_size, cfg.train.seq_len, cfg.model.vocab_size
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 
 from ado_jax.data import corpus, encode, token_files
 from ado_jax.data.corpus_cli import corpus_build_main, corpus_encode_main
-from ado_jax.data.corpus_domains import DOMAINS, kjv_chapters, strip_roff
+from ado_jax.data.corpus_domains import DOMAINS, LEGAL_PACKAGES, kjv_chapters, strip_roff
 from ado_jax.data.tokenizer import ByteTokenizer, load_tokenizer
 
 FAKE = ["code", "computing", "dictionary", "fortunes", "legal", "manpages", "python_docs"]
@@ -67,7 +67,7 @@ def fake_root(tmp_path):
     _w(root / "usr/lib/python3.11/test/test_x.py", "SKIPPED = True\n")
     for name in ["GPL-3", "Apache-2.0", "BSD"]:
         _w(root / f"usr/share/common-licenses/{name}", f"The {name} license text. " * 5)
-    for pkg in ["a", "b", "c"]:
+    for pkg in LEGAL_PACKAGES + ("unlisted",):  # legal reads the listed packages' notices only
         _w(root / f"usr/share/doc/{pkg}/copyright", f"Copyright {pkg} authors.\nLicense: GPL-3\n")
     return root
 
@@ -84,7 +84,7 @@ def test_build_on_fake_tree(fake_root, tmp_path):
     assert by["dictionary"]["n_docs"] == 40 and by["computing"]["n_docs"] == 30  # database header dropped
     assert by["fortunes"]["n_docs"] == 25 and by["manpages"]["n_docs"] == 6  # .so alias and .dat/.u8 skipped
     assert by["python_docs"]["n_docs"] == 20 and by["code"]["n_docs"] == 12  # test/ skipped
-    assert by["legal"]["n_docs"] == 6
+    assert by["legal"]["n_docs"] == 3 + len(LEGAL_PACKAGES)
     assert by["computing"]["license"] == "GFDL-1.2+" and by["dictionary"]["packages"] == ["dict-gcide"]
     tok = load_tokenizer(out)
     assert tok.vocab_size == 257

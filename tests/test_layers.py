@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.synthetic", ("ado_jax.mixing",)),     # tasks are streams driven by mixers, nothing more
     ("ado_jax.presets", ()),
     ("ado_jax.eval_metrics", ()),                    # aggregates of per-domain losses (numpy only)
+    ("ado_jax.metric_sinks", ("ado_jax.options",)),  # TensorBoard / W&B sinks and their LogConfig
     ("ado_jax.config", (BELOW,)),
     ("ado_jax.memory", (BELOW,)),                    # the memory estimate of a config (model shapes)
     ("ado_jax.run_dir", ()),                         # lock, config history, OS-error messages: a leaf

@@ -5,7 +5,8 @@
 saying exactly what to install), caps each at ``max_mb`` by a seeded random choice of documents,
 splits documents into train / held-out with a fixed seed, and writes::
 
-    <out>/manifest.json                 domains (name, packages, license, bytes, n_docs, tokens per split)
+    <out>/manifest.json                 domains (name, packages, license, bytes, n_docs, tokens per split,
+                                        sha256 of the documents: ``content_hash``)
     <out>/tokenizer.json [+ bpe.json]   the tokenizer (``load_tokenizer(out)``)
     <out>/text/<domain>.<split>.jsonl   the raw documents, one JSON string a line
     <out>/tokens/<domain>.<split>.bin   token ids (+ .json sidecars; see token_files)
@@ -16,6 +17,7 @@ half-built corpus is never seen; an existing corpus whose manifest matches the r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,6 +84,17 @@ def split_docs(docs: Sequence[str], name: str, max_bytes: float, heldout_fractio
     return {"train": [d for d, h in zip(docs, held) if not h], "heldout": [d for d, h in zip(docs, held) if h]}
 
 
+def content_hash(splits: Mapping[str, Sequence[str]]) -> str:
+    """sha256 of a domain's documents: per split (train, then heldout) a ``<split>\n`` line and
+    each document as the JSON line ``text/<domain>.<split>.jsonl`` holds (hex digest)."""
+    h = hashlib.sha256()
+    for split in token_files.SPLITS:
+        h.update(f"{split}\n".encode())
+        for d in splits.get(split, []):
+            h.update((json.dumps(d) + "\n").encode())
+    return h.hexdigest()
+
+
 def write_corpus(out_dir: str | os.PathLike, splits: Mapping[str, Mapping[str, list[str]]],
                  tokenizer: str | Tokenizer = "byte", bpe_vocab_size: int = 4096,
                  domain_info: Mapping[str, dict] | None = None, config: dict | None = None,
@@ -120,6 +133,7 @@ def write_corpus(out_dir: str | os.PathLike, splits: Mapping[str, Mapping[str, l
                 token_files.write_tokens(tmp / "tokens" / f"{name}.{split}.bin", ids, tokenizer.vocab_size)
                 entry["splits"][split] = {"n_docs": len(docs), "bytes": sum(len(d.encode()) for d in docs),
                                           "tokens": int(ids.size)}
+            entry["sha256"] = content_hash(splits[name])
             entry["n_docs"] = sum(s["n_docs"] for s in entry["splits"].values())
             entry["bytes"] = sum(s["bytes"] for s in entry["splits"].values())
             if entry["splits"]["train"]["tokens"] == 0:
@@ -179,6 +193,27 @@ def check_corpus(corpus_dir: str | os.PathLike) -> dict:
     return manifest
 
 
+def extract_domains(config: dict, install: bool = False, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """``({domain: {"train": docs, "heldout": docs}}, {domain: manifest fields})`` of a build
+    ``config`` (a manifest's ``config``: domains, root, max_mb, heldout_fraction, seed), read
+    from the packages under ``config["root"]`` (installed first when ``install``)."""
+    specs = [DOMAINS[n] for n in config["domains"]]
+    root = Path(config["root"])
+    _ensure_installed(specs, root, install, log)
+    splits, info = {}, {}
+    for spec in specs:
+        files = spec.find(root)
+        docs = spec.extract(files)
+        if not docs:
+            raise ValueError(f"domain {spec.name!r} produced no documents from {len(files)} files under {root}")
+        splits[spec.name] = split_docs(docs, spec.name, config["max_mb"] * 1e6, config["heldout_fraction"],
+                                       config["seed"])
+        info[spec.name] = {"description": spec.description, "packages": list(spec.packages),
+                           "license": spec.license, "license_files": ["/" + p for p in spec.license_files],
+                           "source_files": len(files), "source_docs": len(docs)}
+    return splits, info
+
+
 def build_corpus(out_dir: str | os.PathLike | None = None, domains: Sequence[str] | None = None,
                  root: str | os.PathLike = "/", tokenizer: str = "byte", bpe_vocab_size: int = 4096,
                  max_mb: float = 8.0, heldout_fraction: float = 0.05, seed: int = 0, install: bool = True,
@@ -216,20 +251,9 @@ def build_corpus(out_dir: str | os.PathLike | None = None, domains: Sequence[str
                                   "pass --force to rebuild it or choose another --out")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists, is not empty and has no {MANIFEST}; not overwriting it")
-    specs = [DOMAINS[n] for n in config["domains"]]
-    root = Path(root)
-    _ensure_installed(specs, root, install, log)
-    t0, splits, info = time.time(), {}, {}
-    for spec in specs:
-        files = spec.find(root)
-        docs = spec.extract(files)
-        if not docs:
-            raise ValueError(f"domain {spec.name!r} produced no documents from {len(files)} files under {root}")
-        splits[spec.name] = split_docs(docs, spec.name, max_mb * 1e6, heldout_fraction, seed)
-        info[spec.name] = {"description": spec.description, "packages": list(spec.packages),
-                           "license": spec.license, "license_files": ["/" + p for p in spec.license_files],
-                           "source_files": len(files), "source_docs": len(docs)}
-    log(f"extracted {len(specs)} domains in {time.time() - t0:.1f}s; writing {out_dir}")
+    t0 = time.time()
+    splits, info = extract_domains(config, install, log)
+    log(f"extracted {len(splits)} domains in {time.time() - t0:.1f}s; writing {out_dir}")
     staging = out_dir.with_name(f".{out_dir.name}.new-{os.getpid()}")
     write_corpus(staging, splits, tokenizer, bpe_vocab_size, info, config, log)
     if out_dir.exists():  # --force, or an empty directory: swap in the finished build

@@ -1,10 +1,12 @@
-"""``ado-jax corpus build|encode``: argument parsers and entry functions (mounted by ``ado_jax.cli``).
+"""``ado-jax corpus build|encode|merge``: argument parsers and entry functions (mounted by ``ado_jax.cli``).
 
-    ado-jax corpus build  [--out DIR] [--domains a,b] [--tokenizer byte|bpe] [--no-install] ...
-    ado-jax corpus encode TEXT_DIR --out DIR [--tokenizer byte|bpe|CORPUS_DIR] [--pattern GLOB] ...
+    ado-jax corpus build  [--out DIR] [--domains a,b] [--tokenizer byte|bpe] [--no-install] [--check] ...
+    ado-jax corpus encode TEXT_DIR --out DIR [--tokenizer T] [--pattern GLOB] [--errors E] ...
+    ado-jax corpus encode FILE_OR_DIR... --out DIR --domain-field meta.pile_set_name [--workers N] ...
+    ado-jax corpus merge DIR DIR... --out DIR
 
-``add_build_args(parser)`` / ``add_encode_args(parser)`` fill a (sub)parser; ``corpus_build_main``
-and ``corpus_encode_main`` take the parsed namespace (or an argv list) and return an exit code.
+``add_*_args(parser)`` fill a (sub)parser; ``corpus_*_main`` take the parsed namespace (or an
+argv list) and return an exit code (0 ok, 1 check mismatch, 2 bad input).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from pathlib import Path
 
 from ado_jax.data.corpus_domains import DOMAINS
+
+_ERRORS = (ValueError, RuntimeError, FileExistsError, FileNotFoundError, ImportError)
 
 
 def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -30,21 +34,63 @@ def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--root", default="/", help="filesystem root to read the packages from")
     p.add_argument("--no-install", action="store_true", help="never run apt-get; print what to install")
     p.add_argument("--force", action="store_true", help="rebuild over a corpus built with other settings")
+    p.add_argument("--check", action="store_true",
+                   help="build nothing: check the corpus at --out (its text files, and what this machine's packages "
+                        "give) against the manifest's per-domain content hashes; exit 1 on a mismatch")
+    p.add_argument("--manifest", default=None, help="with --check: the manifest.json whose hashes to expect "
+                                                     "(default: the corpus's own)")
     return p
 
 
 def add_encode_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the flags of ``ado-jax corpus encode`` to ``p``; returns ``p``."""
-    p.add_argument("text_dir", help="directory with one subdirectory of text files per domain")
-    p.add_argument("--out", required=True, help="output corpus directory (must not exist)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a directory with one subdirectory of text files per domain, or record files "
+                        "(.jsonl, .jsonl.gz, .jsonl.zst, .parquet) and directories of them")
+    p.add_argument("--out", required=True, help="output corpus directory (text folders: must not exist; "
+                                                "record files: new, or an unfinished encode to resume)")
     p.add_argument("--tokenizer", default="byte",
-                   help="byte, bpe (trained on these files) or a corpus directory whose tokenizer to reuse")
+                   help="byte | bpe (trained on the input) | path/to/tokenizer.json (Hugging Face) | a corpus "
+                        "directory whose tokenizer to reuse | hf:NAME (hub download, needs the network)")
+    p.add_argument("--eos-token", default=None, help="Hugging Face tokenizer: the end-of-document token "
+                                                      "(default: the first of <|endoftext|>, </s>, ... it has)")
+    p.add_argument("--bos-token", default=None, help="Hugging Face tokenizer: a token put before every document "
+                                                      "(default: none)")
     p.add_argument("--bpe-vocab-size", type=int, default=4096, help="BPE vocabulary size")
-    p.add_argument("--pattern", default="**/*", help="glob of document files inside each domain folder")
     p.add_argument("--heldout-fraction", type=float, default=0.05, help="documents held out per domain")
     p.add_argument("--seed", type=int, default=0, help="seed of the train / held-out split")
-    p.add_argument("--max-mb", type=float, default=float("inf"), help="cap per domain, MB of text")
+    p.add_argument("--errors", default="replace", choices=["strict", "replace", "skip"],
+                   help="malformed records and text that is not UTF-8: strict stops at the first (file and line); "
+                        "replace puts U+FFFD for bad bytes and skips malformed records; skip skips both")
+    p.add_argument("--pattern", default="**/*", help="text folders: glob of document files inside each domain folder")
+    p.add_argument("--max-mb", type=float, default=float("inf"), help="text folders: cap per domain, MB of text")
+    p.add_argument("--text-field", default="text", help="record files: dotted path of the document text")
+    p.add_argument("--domain-field", default=None,
+                   help="record files: dotted path of the domain name (default meta.pile_set_name; giving it "
+                        "also selects record input for a directory)")
+    p.add_argument("--workers", type=int, default=1, help="record files: processes, each encoding whole files")
+    p.add_argument("--shard-tokens", type=int, default=2**27,
+                   help="record files: a shard is closed at the first document end past this many tokens")
+    p.add_argument("--input-root", default=None, help="record files: ids of inputs are paths relative to this "
+                                                       "(default: their common folder; give the same on every machine)")
+    p.add_argument("--no-progress", action="store_true", help="record files: no progress bar")
     return p
+
+
+def add_merge_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags of ``ado-jax corpus merge`` to ``p``; returns ``p``."""
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="finished record encodes of disjoint input files")
+    p.add_argument("--out", required=True, help="the merged corpus directory (must not exist)")
+    return p
+
+
+def _is_records(a) -> bool:
+    from ado_jax.data.records import is_record_file
+
+    if a.domain_field is not None or len(a.inputs) > 1:
+        return True
+    p = Path(a.inputs[0])
+    return p.is_file() or (p.is_dir() and any(is_record_file(f) for f in p.iterdir() if f.is_file()))
 
 
 def _parse(args, add) -> argparse.Namespace:
@@ -58,29 +104,77 @@ def corpus_build_main(args=None) -> int:
     from ado_jax.data.corpus import build_corpus
 
     a = _parse(args, add_build_args)
+    if a.check:
+        return _check(a)
     domains = None if a.domains is None else [d.strip() for d in a.domains.split(",") if d.strip()]
     try:
         out = build_corpus(a.out, domains=domains, root=a.root, tokenizer=a.tokenizer,
                            bpe_vocab_size=a.bpe_vocab_size, max_mb=a.max_mb, heldout_fraction=a.heldout_fraction,
                            seed=a.seed, install=not a.no_install, force=a.force)
-    except (ValueError, RuntimeError, FileExistsError, FileNotFoundError, ImportError) as e:
+    except _ERRORS as e:
         print(f"ado-jax corpus build: {e}", file=sys.stderr)
         return 2
     print(Path(out))
     return 0
 
 
+def _check(a) -> int:
+    from ado_jax.data.corpus import default_corpus_dir
+    from ado_jax.data.corpus_check import check_corpus_hashes, format_rows
+
+    out = Path(a.out) if a.out is not None else default_corpus_dir()
+    try:
+        rows = check_corpus_hashes(out, a.manifest)
+    except _ERRORS as e:
+        print(f"ado-jax corpus build --check: {e}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    bad = [r["name"] for r in rows if not r["ok"]]
+    print(f"corpus at {out} matches the manifest's hashes" if not bad else
+          f"corpus at {out} does NOT match the manifest's hashes for {bad}")
+    return 1 if bad else 0
+
+
 def corpus_encode_main(args=None) -> int:
     """Runs ``ado-jax corpus encode``; ``args`` is a parsed namespace or an argv list."""
     from ado_jax.data.encode import encode_dir
+    from ado_jax.data.encode_records import encode_records
+    from ado_jax.data.tokenizer import resolve_tokenizer
 
     a = _parse(args, add_encode_args)
     try:
-        out = encode_dir(a.text_dir, a.out, tokenizer=a.tokenizer, pattern=a.pattern,
-                         heldout_fraction=a.heldout_fraction, seed=a.seed, bpe_vocab_size=a.bpe_vocab_size,
-                         max_mb=a.max_mb)
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError) as e:
+        tok = a.tokenizer
+        if a.eos_token or a.bos_token:
+            tok = resolve_tokenizer(tok, a.eos_token, a.bos_token) if tok != "bpe" else None
+            if getattr(tok, "kind", None) != "hf":
+                raise ValueError(f"--eos-token / --bos-token apply to a Hugging Face tokenizer, not --tokenizer "
+                                 f"{a.tokenizer}")
+        if _is_records(a):
+            out = encode_records(a.inputs, a.out, tokenizer=tok, text_field=a.text_field,
+                                 domain_field=a.domain_field or "meta.pile_set_name", workers=a.workers,
+                                 errors=a.errors, heldout_fraction=a.heldout_fraction, seed=a.seed,
+                                 shard_tokens=a.shard_tokens, bpe_vocab_size=a.bpe_vocab_size,
+                                 input_root=a.input_root, progress=not a.no_progress)
+        else:
+            out = encode_dir(a.inputs[0], a.out, tokenizer=tok, pattern=a.pattern, errors=a.errors,
+                             heldout_fraction=a.heldout_fraction, seed=a.seed, bpe_vocab_size=a.bpe_vocab_size,
+                             max_mb=a.max_mb)
+    except _ERRORS as e:
         print(f"ado-jax corpus encode: {e}", file=sys.stderr)
+        return 2
+    print(Path(out))
+    return 0
+
+
+def corpus_merge_main(args=None) -> int:
+    """Runs ``ado-jax corpus merge``; ``args`` is a parsed namespace or an argv list."""
+    from ado_jax.data.corpus_merge import merge_corpora
+
+    a = _parse(args, add_merge_args)
+    try:
+        out = merge_corpora(a.dirs, a.out)
+    except _ERRORS as e:
+        print(f"ado-jax corpus merge: {e}", file=sys.stderr)
         return 2
     print(Path(out))
     return 0

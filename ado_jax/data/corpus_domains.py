@@ -202,10 +202,21 @@ def _files_extract(files: list[Path]) -> list[str]:
     return docs
 
 
-# --- legal: license texts and packages' copyright notices ----------------------------------------------
+# --- legal: license texts and a fixed list of packages' copyright notices --------------------------------
+# Debian's required packages (on every Debian / Ubuntu system, so this domain never needs apt):
+# not whatever copyright files happen to be on a machine, so installing an unrelated package no
+# longer changes this domain (the listed packages' versions still can; ``corpus build --check``
+# tells).
+LEGAL_PACKAGES = ("apt", "base-files", "base-passwd", "bash", "coreutils", "dash", "debianutils", "diffutils",
+                  "dpkg", "findutils", "gpgv", "grep", "gzip", "hostname", "init-system-helpers", "libc-bin",
+                  "login", "mawk", "ncurses-base", "ncurses-bin", "perl-base", "sed", "sysvinit-utils", "tar",
+                  "util-linux", "zlib1g")
+
+
 def _legal_find(root: Path) -> list[Path]:
     lic = sorted(p for p in (root / "usr/share/common-licenses").glob("*") if p.is_file())
-    return lic + sorted(p for p in (root / "usr/share/doc").glob("*/copyright") if p.is_file()) if lic else []
+    notices = [root / "usr/share/doc" / pkg / "copyright" for pkg in LEGAL_PACKAGES]
+    return lic + notices if lic and all(p.is_file() for p in notices) else []
 
 
 DOMAINS: dict[str, DomainSpec] = {s.name: s for s in [
@@ -217,8 +228,9 @@ DOMAINS: dict[str, DomainSpec] = {s.name: s for s in [
                ("usr/share/doc/dict-gcide/copyright",), _dictd_find("gcide"), _dictd_extract),
     DomainSpec("fortunes", "fortune-mod quotations", ("fortunes",), "BSD-3-Clause collection; quotes by "
                "many authors", ("usr/share/doc/fortunes/copyright",), _fortunes_find, _fortunes_extract),
-    DomainSpec("legal", "license texts and Debian packages' copyright notices", (), "license texts may be "
-               "copied verbatim; notices under their packages' terms", (), _legal_find, _files_extract),
+    DomainSpec("legal", "license texts and the copyright notices of a fixed list of Debian packages",
+               LEGAL_PACKAGES, "license texts may be copied verbatim; notices under their packages' terms", (),
+               _legal_find, _files_extract),
     DomainSpec("manpages", "Linux man-pages (sections 1-8 of the `manpages` package), roff stripped",
                ("manpages",), "GPL-2+, BSD and other free licenses, per page",
                ("usr/share/doc/manpages/copyright",), _manpages_find, _manpages_extract),

@@ -21,7 +21,8 @@ from ado_jax.data.in_memory import InMemoryDomains, StreamState
 
 def ensure_corpus(corpus_dir: str):
     """Uses the corpus at ``corpus_dir`` (built-in or ``corpus encode``d); builds the built-in one
-    there (atomically) when the directory holds no corpus yet. The token files are checked when
+    there (atomically) when the directory holds no corpus yet, saying so in one line first when
+    the directory does not exist (a mistyped path). The token files are checked when
     they are opened (``open_domains``), so an existing corpus is not re-read here."""
     from pathlib import Path
 
@@ -29,6 +30,9 @@ def ensure_corpus(corpus_dir: str):
 
     if (Path(corpus_dir) / MANIFEST).exists():
         return Path(corpus_dir)
+    if not Path(corpus_dir).exists():  # a mistyped data.corpus_dir would otherwise build silently
+        print(f"data.corpus_dir={corpus_dir} does not exist: building the built-in corpus at "
+              f"{Path(corpus_dir).resolve()} (set data.corpus_dir to an existing corpus to use that)", flush=True)
     return build_corpus(corpus_dir)
 
 

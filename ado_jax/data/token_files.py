@@ -9,6 +9,8 @@ see ``corpus`` and ``encode``)::
 ``open_tokens`` checks the sidecar on open (dtype known and right for the vocab, file size ==
 count * itemsize; sha256 too with ``verify="sha256"``) and returns a read-only ``np.memmap``.
 Ids are checked ``< vocab_size`` when written; readers may re-check (``check_ids=True``).
+A domain may instead be **sharded** (``<domain>.<split>.shards.json`` listing many ``.bin``
+shards, see ``shards``); ``open_domains`` returns it as one ``ShardedTokens`` array.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ado_jax.data.shards import INDEX_SUFFIX, ShardedTokens, index_path, read_index
 
 FORMAT = "ado_jax.tokens/v1"
 SPLITS = ("train", "heldout")
@@ -130,15 +134,41 @@ def token_dir(directory: str | os.PathLike) -> Path:
 
 
 def list_domains(directory: str | os.PathLike, split: str = "train") -> list[str]:
-    """Sorted domain names that have a ``<name>.<split>.bin`` in ``directory`` (or its tokens/)."""
+    """Sorted domain names that have a ``<name>.<split>.bin`` or a shard index
+    ``<name>.<split>.shards.json`` in ``directory`` (or its tokens/)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return sorted(p.name[: -len(f".{split}.bin")] for p in token_dir(directory).glob(f"*.{split}.bin"))
+    names = set()
+    for suffix in (f".{split}.bin", f".{split}{INDEX_SUFFIX}"):
+        names |= {p.name[: -len(suffix)] for p in token_dir(directory).glob(f"*{suffix}")}
+    return sorted(names)
+
+
+def open_domain(directory: str | os.PathLike, name: str, split: str = "train",
+                verify: str = "size") -> tuple[np.ndarray | ShardedTokens, dict]:
+    """``(tokens [count], meta)`` of one domain: a memmap of its ``.bin`` or, when it is sharded,
+    a ``ShardedTokens`` over every shard of its index (each shard's sidecar and size checked,
+    and its count against the index). ``meta`` holds at least dtype, vocab_size, count."""
+    folder = token_dir(directory)
+    index_file = index_path(folder, name, split)
+    if not index_file.exists():
+        path = folder / f"{name}.{split}.bin"
+        return open_tokens(path, verify=verify), read_sidecar(path)
+    index = read_index(index_file)
+    parts = []
+    for shard in index["shards"]:
+        part = open_tokens(folder / shard["file"], expect_dtype=index["dtype"], verify=verify)
+        if part.size != shard["count"]:
+            raise ValueError(f"{folder / shard['file']}: {part.size} tokens but the shard index "
+                             f"{index_file.name} says {shard['count']} (replaced shard?)")
+        parts.append(part)
+    return ShardedTokens(parts), index
 
 
 def open_domains(directory: str | os.PathLike, split: str = "train", names: Sequence[str] | None = None,
-                 min_tokens: int = 1, verify: str = "size") -> dict[str, np.memmap]:
-    """Returns ``{domain: memmap[count]}`` for ``split``, in sorted (or ``names``) order.
+                 min_tokens: int = 1, verify: str = "size") -> dict[str, np.memmap | ShardedTokens]:
+    """Returns ``{domain: memmap[count] or ShardedTokens[count]}`` for ``split``, in sorted (or
+    ``names``) order.
 
     Raises on unknown domain names (listing the known ones), on a domain with fewer than
     ``min_tokens`` tokens (pass ``seq_len + 1`` when sampling windows), and on files whose
@@ -156,9 +186,7 @@ def open_domains(directory: str | os.PathLike, split: str = "train", names: Sequ
         raise ValueError(f"domain names repeat: {names}")
     out, metas = {}, {}
     for name in names:
-        path = token_dir(directory) / f"{name}.{split}.bin"
-        out[name] = open_tokens(path, verify=verify)
-        metas[name] = read_sidecar(path)
+        out[name], metas[name] = open_domain(directory, name, split, verify)
         if out[name].size < min_tokens:
             raise ValueError(f"domain {name!r} ({split}) has {out[name].size} tokens; at least "
                              f"{min_tokens} are needed (empty domain or sequence too long)")
@@ -176,4 +204,7 @@ def domains_vocab_size(directory: str | os.PathLike, split: str = "train") -> in
     names = list_domains(directory, split)
     if not names:
         raise FileNotFoundError(f"no *.{split}.bin token files in {token_dir(directory)}")
+    index_file = index_path(token_dir(directory), names[0], split)
+    if index_file.exists():
+        return int(read_index(index_file)["vocab_size"])
     return int(read_sidecar(token_dir(directory) / f"{names[0]}.{split}.bin")["vocab_size"])

@@ -1,4 +1,5 @@
-"""Offline tokenizers: byte-level (zero setup, the default) and a locally trained BPE.
+"""Offline tokenizers: byte-level (zero setup, the default), a locally trained BPE, and any
+Hugging Face ``tokenizer.json`` (``hf_tokenizer.HFTokenizer``; its EOS/BOS rule is stated there).
 
 Both turn a list of documents into one flat token stream with an end-of-document id after each
 document, which is how the ``.bin`` token files store a domain::
@@ -10,7 +11,8 @@ document, which is how the ``.bin`` token files store a domain::
     model_vocab = tok.vocab_size             # feeds the model config
 
 The saved form is ``tokenizer.json`` (kind, vocab_size, eos_id) plus ``bpe.json`` (the
-``tokenizers`` model) for BPE. Nothing here needs the network.
+``tokenizers`` model) for BPE or ``hf_tokenizer.json`` for a Hugging Face one. Nothing here
+needs the network except ``resolve_tokenizer("hf:NAME")``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from ado_jax.data.hf_tokenizer import HFTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 BPE_FILE = "bpe.json"
@@ -140,7 +144,7 @@ class BPETokenizer:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "eos_id": self.eos_id, "file": BPE_FILE}
 
 
-Tokenizer = ByteTokenizer | BPETokenizer
+Tokenizer = ByteTokenizer | BPETokenizer | HFTokenizer
 
 
 def _check_ids(ids: np.ndarray, vocab_size: int) -> None:
@@ -164,8 +168,8 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> None:
     """Writes ``tokenizer.json`` (+ ``bpe.json`` for BPE) into ``directory`` atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(tok, BPETokenizer):
-        tok.save(directory / BPE_FILE)
+    if isinstance(tok, (BPETokenizer, HFTokenizer)):
+        tok.save(directory / tok.to_config()["file"])
     _atomic_write_text(directory / TOKENIZER_FILE, json.dumps(tok.to_config(), indent=1))
 
 
@@ -180,9 +184,44 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         tok = ByteTokenizer(add_eos=cfg.get("add_eos", True))
     elif cfg.get("kind") == "bpe":
         tok = BPETokenizer.from_file(Path(directory) / cfg.get("file", BPE_FILE))
+    elif cfg.get("kind") == "hf":
+        tok = HFTokenizer.from_file(Path(directory) / cfg["file"], cfg["eos_token"], cfg.get("bos_token"))
+    elif "model" in cfg:
+        raise ValueError(f"{path} is a Hugging Face tokenizer file, not a corpus's; pass it as --tokenizer {path}")
     else:
-        raise ValueError(f"{path}: unknown tokenizer kind {cfg.get('kind')!r}; expected 'byte' or 'bpe'")
+        raise ValueError(f"{path}: unknown tokenizer kind {cfg.get('kind')!r}; expected 'byte', 'bpe' or 'hf'")
     if tok.vocab_size != cfg.get("vocab_size"):
         raise ValueError(f"{path}: vocab_size {cfg.get('vocab_size')} does not match the loaded "
                          f"tokenizer's {tok.vocab_size}")
     return tok
+
+
+def resolve_tokenizer(spec, eos_token: str | None = None, bos_token: str | None = None) -> Tokenizer:
+    """The tokenizer a ``--tokenizer`` value names.
+
+    ``spec``: a tokenizer object (returned as is); "byte"; a Hugging Face ``tokenizer.json`` file,
+    or a folder holding one (a model download); a corpus directory (its saved tokenizer); or
+    ``hf:NAME``, fetched from the Hugging Face hub (needs the network). ``eos_token`` /
+    ``bos_token`` apply to Hugging Face tokenizers (``hf_tokenizer`` states the rule).
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    spec = str(spec)
+    if spec == "byte":
+        return ByteTokenizer()
+    if spec == "bpe":
+        raise ValueError("tokenizer 'bpe' is trained on the data: use it with `ado-jax corpus build|encode`")
+    if spec.startswith("hf:"):
+        return HFTokenizer.from_pretrained(spec[3:], eos_token, bos_token)
+    path = Path(spec)
+    if path.is_dir():
+        file = path / TOKENIZER_FILE
+        if file.exists() and "kind" in json.loads(file.read_text()):
+            return load_tokenizer(path)
+        if not file.exists():
+            raise FileNotFoundError(f"--tokenizer {spec}: the folder has no {TOKENIZER_FILE}")
+        path = file
+    if not path.is_file():
+        raise FileNotFoundError(f"--tokenizer {spec}: expected byte, bpe, a tokenizer.json file, a corpus "
+                                "directory or hf:NAME")
+    return HFTokenizer.from_file(path, eos_token, bos_token)

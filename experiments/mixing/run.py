@@ -38,14 +38,15 @@ def final_eval(run_dir: str) -> dict:
 
 
 def corpus_fingerprint(corpus_dir: str = "data/corpus") -> dict:
-    """sha256 of the corpus manifest and its per-domain document/token counts: the `legal` domain
-    depends on the installed Debian packages, so results are comparable only on one corpus."""
+    """sha256 of the corpus manifest, and per domain its document/token counts and content hash
+    (``sha256``, the same on every machine that builds the same documents; `ado-jax corpus build
+    --check --manifest` compares a corpus with it): results are comparable only on one corpus."""
     import hashlib
 
     raw = open(os.path.join(corpus_dir, "manifest.json"), "rb").read()
+    counts = lambda d: {split: {k: v[k] for k in ("n_docs", "tokens")} for split, v in d["splits"].items()}
     return {"manifest_sha256": hashlib.sha256(raw).hexdigest(),
-            "domains": {d["name"]: {split: {k: v[k] for k in ("n_docs", "tokens")} for split, v in d["splits"].items()}
-                        for d in json.loads(raw)["domains"]}}
+            "domains": {d["name"]: {"sha256": d.get("sha256"), **counts(d)} for d in json.loads(raw)["domains"]}}
 
 
 def main() -> None:
