@@ -375,3 +375,15 @@ def test_plot_without_matplotlib_is_one_line(copy, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert cli.main(["plot", str(copy)]) == 2
     assert "pip install 'ado_jax[plot]'" in capsys.readouterr().err
+
+
+def test_a_missing_corpus_dir_is_announced_before_building(tmp_path, monkeypatch, capsys):
+    from ado_jax.data import corpus
+    from ado_jax.data import setup as data_setup
+
+    built = []
+    monkeypatch.setattr(corpus, "build_corpus", lambda d: built.append(d) or d)
+    data_setup.ensure_corpus(str(tmp_path / "corpsu"))  # a typo for "corpus"
+    assert built == [str(tmp_path / "corpsu")]
+    assert capsys.readouterr().out.startswith(f"data.corpus_dir={tmp_path / 'corpsu'} does not exist: building "
+                                              "the built-in corpus at")
