@@ -27,15 +27,17 @@ from results_io import save_json
 POLICIES = ("none", "dots", "dots_no_batch", "full")
 
 
-def build(preset: str, remat: str, batch: int | None):
-    """``(step, state, stream, tokens per step)`` for ``preset`` with ``model.remat=remat``."""
+def build(preset: str, remat: str | None, batch: int | None):
+    """``(step, state, stream, tokens per step)`` for ``preset`` on one device, with
+    ``model.remat=remat`` (None: the preset's) and random tokens in 4 domains."""
     from ado_jax import sharding, train
     from ado_jax.config import load_config
     from ado_jax.data.in_memory import InMemoryDomains
     from ado_jax.mixing.basic import balanced
 
     extra = [f"train.batch_size={batch}"] if batch else []
-    cfg = load_config(preset, [f"model.remat={remat}", "mesh.data=1", *extra])
+    extra += [f"model.remat={remat}"] if remat else []
+    cfg = load_config(preset, ["mesh.data=1", *extra])
     cfg.model.vocab_size = cfg.model.vocab_size or 257
     B, T, V = cfg.train.batch_size, cfg.train.seq_len, cfg.model.vocab_size
     rng = np.random.default_rng(0)

@@ -83,3 +83,54 @@ def test_flops_per_token_counts_six_n():
     cfg = ModelConfig(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072)
     n_matmul = 12 * (4 * 768 * 768 + 3 * 768 * 3072) + 768 * 50304
     assert flops_per_token(cfg, 1024) == pytest.approx(6 * n_matmul + 6 * 12 * 2 * 1024 * 768)
+
+
+def _reference_logits(model: Llama, tokens_BT) -> np.ndarray:
+    """The Llama forward written out in float64 numpy, as Hugging Face's LlamaModel computes it
+    (rotate-half RoPE, explicit causal softmax, GQA by repeating kv heads, SwiGLU)."""
+    cfg = model.cfg
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), eqx.filter(model, eqx.is_array))
+    B, T = tokens_BT.shape
+    H, K = cfg.n_heads, cfg.n_kv_heads
+    E = cfg.d_model // H
+
+    def norm(x, w):
+        return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + cfg.norm_eps) * w
+
+    inv = 1.0 / cfg.rope_theta ** (np.arange(0, E, 2) / E)
+    ang = np.arange(T)[:, None] * inv[None]
+    sin, cos = np.sin(ang)[None, :, None], np.cos(ang)[None, :, None]
+
+    def rope(x):
+        x1, x2 = x[..., : E // 2], x[..., E // 2:]
+        return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+    x = p.embed[np.asarray(tokens_BT)]
+    for layer in range(cfg.n_layers):
+        w = jax.tree.map(lambda a: a[layer], p.blocks)
+        h = norm(x, w.attn_norm)
+        q = (h @ w.wq).reshape(B, T, H, E)
+        k = (h @ w.wk).reshape(B, T, K, E)
+        v = (h @ w.wv).reshape(B, T, K, E)
+        if cfg.qk_norm:
+            q, k = norm(q, w.q_norm), norm(k, w.k_norm)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, H // K, axis=2), np.repeat(v, H // K, axis=2)
+        scores = np.einsum("bqhe,bkhe->bhqk", q, k) / np.sqrt(E)
+        scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        x = x + np.einsum("bhqk,bkhe->bqhe", probs, v).reshape(B, T, -1) @ w.wo
+        h = norm(x, w.mlp_norm)
+        gate = h @ w.w_gate
+        x = x + (gate / (1 + np.exp(-gate)) * (h @ w.w_up)) @ w.w_down
+    out = p.embed.T if p.unembed is None else p.unembed
+    return norm(x, p.final_norm) @ out
+
+
+@pytest.mark.parametrize("qk_norm, tied", [(False, True), (True, False)])
+def test_logits_match_a_reference_llama_forward(qk_norm, tied):
+    cfg = dataclasses.replace(CFG, qk_norm=qk_norm, tie_embeddings=tied)
+    model = Llama(cfg, jax.random.PRNGKey(3))
+    tokens = _tokens(jax.random.PRNGKey(4))
+    np.testing.assert_allclose(np.asarray(model(tokens)), _reference_logits(model, tokens), atol=1e-4, rtol=0)

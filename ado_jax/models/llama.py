@@ -4,8 +4,8 @@ Blocks are stacked (every weight has a leading ``[L]`` axis) and run with ``lax.
 configurable ``jax.checkpoint`` policy. Parameters are stored in ``param_dtype`` (float32) and
 cast to ``compute_dtype`` (bfloat16 by default) for the forward pass; the loss is in float32.
 
-Shape names: B batch, T time, D d_model, H query heads, K kv heads, E head dim, F ff width,
-V vocab, L layers.
+Shape names: B batch, T time, N = B*T rows, D d_model, H query heads, K kv heads, E head dim,
+F ff width, V vocab, L layers.
 """
 
 from __future__ import annotations
@@ -113,10 +113,13 @@ class Block(eqx.Module):
         dt = x_BTD.dtype
         w = jax.tree.map(lambda a: a.astype(dt), self)
 
-        h_BTD = rms_norm(x_BTD, self.attn_norm, cfg.norm_eps)
-        q_BTHE = (h_BTD @ w.wq).reshape(B, T, cfg.n_heads, E)
-        k_BTKE = (h_BTD @ w.wk).reshape(B, T, cfg.n_kv_heads, E)
-        v_BTKE = (h_BTD @ w.wv).reshape(B, T, cfg.n_kv_heads, E)
+        # Weight matmuls run on [N = B*T, D] rows: with 2-D operands the backward's weight
+        # gradients (x^T g) contract over one row axis, and XLA needs no transpose + copy of the
+        # activations to feed them (benchmarks/remat_bench.py; docs/training.md).
+        h_ND = rms_norm(x_BTD, self.attn_norm, cfg.norm_eps).reshape(B * T, D)
+        q_BTHE = (h_ND @ w.wq).reshape(B, T, cfg.n_heads, E)
+        k_BTKE = (h_ND @ w.wk).reshape(B, T, cfg.n_kv_heads, E)
+        v_BTKE = (h_ND @ w.wv).reshape(B, T, cfg.n_kv_heads, E)
         if cfg.qk_norm:
             q_BTHE = rms_norm(q_BTHE, self.q_norm, cfg.norm_eps)
             k_BTKE = rms_norm(k_BTKE, self.k_norm, cfg.norm_eps)
@@ -124,11 +127,11 @@ class Block(eqx.Module):
         k_BTKE = apply_rotary(k_BTKE, sin_TE, cos_TE)
         # GQA: dot_product_attention broadcasts K kv heads over H query heads.
         attn_BTHE = jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, is_causal=True)
-        x_BTD = x_BTD + attn_BTHE.reshape(B, T, D) @ w.wo
+        x_BTD = x_BTD + (attn_BTHE.reshape(B * T, D) @ w.wo).reshape(B, T, D)
 
-        h_BTD = rms_norm(x_BTD, self.mlp_norm, cfg.norm_eps)
-        ff_BTF = jax.nn.silu(h_BTD @ w.w_gate) * (h_BTD @ w.w_up)
-        return x_BTD + ff_BTF @ w.w_down
+        h_ND = rms_norm(x_BTD, self.mlp_norm, cfg.norm_eps).reshape(B * T, D)
+        ff_NF = jax.nn.silu(h_ND @ w.w_gate) * (h_ND @ w.w_up)
+        return x_BTD + (ff_NF @ w.w_down).reshape(B, T, D)
 
 
 class Llama(eqx.Module):
@@ -164,9 +167,11 @@ class Llama(eqx.Module):
         if cfg.remat != "none":
             layer = jax.checkpoint(layer, policy=policy)
         x_BTD, _ = jax.lax.scan(layer, x_BTD, self.blocks)
-        x_BTD = rms_norm(x_BTD, self.final_norm, cfg.norm_eps)
+        B, _, D = x_BTD.shape
+        x_ND = rms_norm(x_BTD, self.final_norm, cfg.norm_eps).reshape(B * T, D)
         out_DV = self.embed.T if self.unembed is None else self.unembed
-        return jnp.einsum("btd,dv->btv", x_BTD, out_DV.astype(dt), preferred_element_type=jnp.float32)
+        logits_NV = jnp.matmul(x_ND, out_DV.astype(dt), preferred_element_type=jnp.float32)
+        return logits_NV.reshape(B, T, -1)
 
 
 def sequence_losses(logits_BTV: Array, targets_BT: Array, mask_BT: Array | None = None) -> Array:
