@@ -263,3 +263,18 @@ def test_array_record_source_reads_an_encode(tmp_path):
     flat = {n: ByteTokenizer().decode(np.asarray(a)) for n, a in doms.items()}
     for row, d in zip(batch["inputs"], batch["domain"]):
         assert ByteTokenizer().decode(row[:8]).replace("\n", "") in flat[src.names[d]].replace("\n", "")
+
+
+def test_damaged_shards_are_a_clear_error(tmp_path):
+    out = encode_records([_write(tmp_path / "a.jsonl", _records(90))], tmp_path / "c", shard_tokens=300, **QUIET)
+    shard = sorted((out / "tokens" / "Github").glob("train-*.bin"))[1]
+    shard.write_bytes(shard.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=rf"{shard.name}: file has \d+ bytes but the sidecar says"):
+        token_files.open_domains(out, "train")
+    shard.unlink()
+    shard.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{shard.name}: sidecar {shard.stem}.json is missing"):
+        token_files.open_domains(out, "train")
+    (out / "tokens" / "Github.train.shards.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"Github.train.shards.json: not a shard index"):
+        token_files.open_domains(out, "train")
