@@ -122,6 +122,13 @@ def test_malformed_records_counted_or_strict(tmp_path, capsys):
     assert corpus_encode_main(args) == 2
     assert "x.jsonl:2: not valid JSON" in capsys.readouterr().err
     assert not list((tmp_path / "cli").rglob("*.bin"))
+    import ado_jax.data.encode_records as er
+
+    path.write_text("".join(json.dumps({"text": "t", "meta": {"pile_set_name": f"d{i}"}}) + "\n" for i in range(5)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(er, "MAX_DOMAINS", 3)
+        with pytest.raises(ValueError, match=r"x.jsonl:4: more than 3 distinct values of --domain-field"):
+            encode_records([path], tmp_path / "many", **QUIET)
     path.write_text(bad[0] + '{"text": "t", "meta": {"pile_set_name": "../up"}}\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: domain name '../up' cannot name a file"):
         encode_records([path], tmp_path / "slash", **QUIET)

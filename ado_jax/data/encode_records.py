@@ -32,6 +32,7 @@ from ado_jax.data.tokenizer import load_tokenizer, make_tokenizer, resolve_token
 FORMAT = "ado_jax.corpus/v1"
 SETTINGS = "encode.json"
 BATCH_BYTES = 1 << 20  # documents are tokenized in batches of about this much text
+MAX_DOMAINS = 256  # per input file: more distinct values means the wrong --domain-field (and open files)
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -113,6 +114,9 @@ def encode_file(input_id: str, path: str, out_dir: str, settings: dict, report=N
             key = (rec.domain, "heldout" if held else "train")
             if key not in writers and key not in buffers:
                 _check_domain(rec.domain, f"{path}:{rec.line}")
+                if len({d for d, _ in [*writers, *buffers, key]}) > MAX_DOMAINS:
+                    raise ValueError(f"{path}:{rec.line}: more than {MAX_DOMAINS} distinct values of --domain-field "
+                                     f"{settings['domain_field']!r} (e.g. {rec.domain!r}); is it the domain's field?")
             buffers[key].append(rec.text)
             sizes[key] += len(rec.text)
             if sizes[key] >= batch_bytes:
