@@ -323,6 +323,11 @@ def test_crash_inside_a_file_resumes_from_the_last_resume_point(tmp_path, monkey
     for rel in files[whole / "tokens"]:
         assert (whole / "tokens" / rel).read_bytes() == (tmp_path / "c/tokens" / rel).read_bytes(), rel
     assert corpus.load_manifest(tmp_path / "c")["domains"] == corpus.load_manifest(whole)["domains"]
+    (tmp_path / "c/tokens/Github/train-a-0099.bin.partial").write_bytes(b"x")  # an abandoned attempt's
+    (tmp_path / "c/tokens/Github/train-a-b-0000.bin.partial").write_bytes(b"x")  # another input's
+    (tmp_path / "c/parts/a.json").unlink()
+    encode_records([src], tmp_path / "c", **kw)
+    assert [p.name for p in (tmp_path / "c").rglob("*.partial")] == ["train-a-b-0000.bin.partial"]
 
 
 def test_shard_writer_resumes_a_shard_finished_after_the_resume_point(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -126,4 +127,8 @@ def encode_file(input_id: str, path: str, out_dir: str, settings: dict, report=N
             "errors": {k: v for k, v in sorted(counts.items()) if v}}
     write_json_atomic(out / "parts" / f"{input_id}.json", part)
     (out / "resume" / f"{input_id}.json").unlink(missing_ok=True)
+    mine = re.compile(rf"(train|heldout)-{re.escape(input_id)}-\d{{4}}\.bin\.partial")
+    for stale in (out / "tokens").glob("*/*.partial"):  # left by an earlier, abandoned attempt
+        if mine.fullmatch(stale.name):
+            stale.unlink()
     return part
