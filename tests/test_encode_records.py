@@ -122,6 +122,13 @@ def test_malformed_records_counted_or_strict(tmp_path, capsys):
     assert corpus_encode_main(args) == 2
     assert "x.jsonl:2: not valid JSON" in capsys.readouterr().err
     assert not list((tmp_path / "cli").rglob("*.bin"))
+    import ado_jax.data.encode_worker as ew
+
+    path.write_text("".join(json.dumps({"text": "t", "meta": {"pile_set_name": f"d{i}"}}) + "\n" for i in range(5)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ew, "MAX_DOMAINS", 3)
+        with pytest.raises(ValueError, match=r"x.jsonl:4: more than 3 distinct values of --domain-field"):
+            encode_records([path], tmp_path / "many", **QUIET)
     path.write_text(bad[0] + '{"text": "t", "meta": {"pile_set_name": "../up"}}\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: domain name '../up' cannot name a file"):
         encode_records([path], tmp_path / "slash", **QUIET)
@@ -263,3 +270,86 @@ def test_array_record_source_reads_an_encode(tmp_path):
     flat = {n: ByteTokenizer().decode(np.asarray(a)) for n, a in doms.items()}
     for row, d in zip(batch["inputs"], batch["domain"]):
         assert ByteTokenizer().decode(row[:8]).replace("\n", "") in flat[src.names[d]].replace("\n", "")
+
+
+def test_damaged_shards_are_a_clear_error(tmp_path):
+    out = encode_records([_write(tmp_path / "a.jsonl", _records(90))], tmp_path / "c", shard_tokens=300, **QUIET)
+    shard = sorted((out / "tokens" / "Github").glob("train-*.bin"))[1]
+    shard.write_bytes(shard.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=rf"{shard.name}: file has \d+ bytes but the sidecar says"):
+        token_files.open_domains(out, "train")
+    shard.unlink()
+    shard.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{shard.name}: sidecar {shard.stem}.json is missing"):
+        token_files.open_domains(out, "train")
+    (out / "tokens" / "Github.train.shards.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"Github.train.shards.json: not a shard index"):
+        token_files.open_domains(out, "train")
+
+
+def test_crash_inside_a_file_resumes_from_the_last_resume_point(tmp_path, monkeypatch):
+    """Killed inside a file: the rerun keeps the finished shards and the .partial ones up to the
+    resume point, and writes exactly the shards of an uninterrupted run."""
+    import ado_jax.data.encode_worker as ew
+
+    src = _write(tmp_path / "in/a.jsonl", _records(300))
+    kw = dict(shard_tokens=700, heldout_fraction=0.2, **QUIET)
+    monkeypatch.setattr(ew, "RESUME_BYTES", 900)
+    whole = encode_records([src], tmp_path / "whole", **kw)
+    original, seen = ew.read_records, []
+
+    def dies_after_200(*args, **kw_):
+        for rec in original(*args, **kw_):
+            if rec.line > 200:
+                raise KeyboardInterrupt  # killed between two resume points
+            seen.append(rec.line)
+            yield rec
+
+    monkeypatch.setattr(ew, "read_records", dies_after_200)
+    with pytest.raises(KeyboardInterrupt):
+        encode_records([src], tmp_path / "c", **kw)
+    point = json.loads((tmp_path / "c/resume/a.json").read_text())
+    assert 150 < point["line"] < 200 and list((tmp_path / "c/tokens/Github").glob("*.partial"))
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "c/tokens").rglob("*.bin")}
+    assert finished
+    monkeypatch.setattr(ew, "read_records", original)
+    seen.clear()
+    encode_records([src], tmp_path / "c", **kw)
+    assert not (tmp_path / "c/resume/a.json").exists() and not list((tmp_path / "c").rglob("*.partial"))
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # kept, not rewritten
+    files = {d: sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file()) for d in (whole / "tokens",
+                                                                                       tmp_path / "c/tokens")}
+    assert files[whole / "tokens"] == files[tmp_path / "c/tokens"]
+    for rel in files[whole / "tokens"]:
+        assert (whole / "tokens" / rel).read_bytes() == (tmp_path / "c/tokens" / rel).read_bytes(), rel
+    assert corpus.load_manifest(tmp_path / "c")["domains"] == corpus.load_manifest(whole)["domains"]
+    (tmp_path / "c/tokens/Github/train-a-0099.bin.partial").write_bytes(b"x")  # an abandoned attempt's
+    (tmp_path / "c/tokens/Github/train-a-b-0000.bin.partial").write_bytes(b"x")  # another input's
+    (tmp_path / "c/parts/a.json").unlink()
+    encode_records([src], tmp_path / "c", **kw)
+    assert [p.name for p in (tmp_path / "c").rglob("*.partial")] == ["train-a-b-0000.bin.partial"]
+
+
+def test_shard_writer_resumes_a_shard_finished_after_the_resume_point(tmp_path):
+    from ado_jax.data.shard_writer import ShardWriter
+
+    chunks = [np.arange(i * 10, i * 10 + 10) % 257 for i in range(7)]
+    ref = ShardWriter(tmp_path / "ref" / "d", "train-x", 257, 25)
+    for c in chunks:
+        ref.write(c, 1, 10)
+    ref_shards = ref.close()
+    w = ShardWriter(tmp_path / "c" / "d", "train-x", 257, 25)
+    for c in chunks[:4]:
+        w.write(c, 1, 10)  # shard 0 finished (30 tokens), shard 1 open with 10
+    w.sync()
+    state = w.state()
+    assert state["open"] == {"count": 10, "docs": 1, "bytes": 10} and len(state["shards"]) == 1
+    for c in chunks[4:6]:
+        w.write(c, 1, 10)  # shard 1 finished after the resume point, then the process dies
+    w.abort()
+    resumed = ShardWriter.resume(tmp_path / "c" / "d", "train-x", 257, 25, state)
+    for c in chunks[4:]:
+        resumed.write(c, 1, 10)
+    assert resumed.close() == ref_shards
+    for s in ref_shards:
+        assert (tmp_path / "c" / s["file"]).read_bytes() == (tmp_path / "ref" / s["file"]).read_bytes()

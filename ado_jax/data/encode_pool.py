@@ -1,16 +1,19 @@
-"""Runs a per-file encoder (``encode_records.encode_file``) over input files in worker processes,
+"""Runs a per-file encoder (``encode_worker.encode_file``) over input files in worker processes,
 with a progress bar.
 
-``run_files(encode_file, todo, out, settings, workers)``: with ``workers=1`` in this process; otherwise a
-``spawn`` pool (no fork of a process that may hold JAX's threads), each worker taking whole
-files. The bar counts input bytes read (compressed bytes for .gz / .zst), so its rate is MB/s of
-input and its ETA covers the files still to do. The first failure (e.g. a malformed record under
-``--errors strict``) stops the pool and is raised here; finished files keep their parts.
+``run_files(encode_file, todo, out, settings, workers)``: with ``workers=1`` in this process;
+otherwise a ``spawn`` pool (no fork of a process that may hold JAX's threads), each worker
+taking whole files and running one ``tokenizers`` thread (``RAYON_NUM_THREADS=1`` unless set:
+the workers already share the cores). The bar counts input bytes read (compressed bytes for
+.gz / .zst), so its rate is MB/s of input and its ETA covers the files still to do. The first
+failure (e.g. a malformed record under ``--errors strict``) stops the pool and is raised here;
+finished files keep their parts.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +25,7 @@ _counter = None  # the shared byte counter, in a worker process
 def _init_worker(counter) -> None:
     global _counter
     _counter = counter
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # workers share the cores: one tokenizer thread each
 
 
 def _report(n: int) -> None:

@@ -4,9 +4,10 @@
 Each input file is one unit of work, run by one of ``workers`` processes. Its documents go, by
 the record's domain field, to that domain's shards ``tokens/<domain>/<split>-<input>-<k>.bin``;
 a document is held out when ``crc32(seed, input, line) / 2**32 < heldout_fraction`` (so the
-split depends on neither the worker count nor the machine). When a file is done its summary
-``parts/<input>.json`` (shards, counts, malformed records) is written atomically, so a rerun of
-the same command after a crash skips every finished file and redoes only the unfinished ones.
+split depends on neither the worker count nor the machine). Each file is encoded by
+``encode_worker.encode_file``, which saves resume points inside the file and, when the file is
+done, its summary ``parts/<input>.json``: a rerun of the same command after a crash skips every
+finished file and continues an unfinished one from its last resume point.
 At the end (and on every rerun) the shard indexes and ``manifest.json`` are assembled from the
 parts (``assemble``); ``corpus_merge.merge_corpora`` joins encodes of disjoint input files.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -24,21 +24,13 @@ import numpy as np
 
 from ado_jax.data import shards
 from ado_jax.data.encode_pool import run_files
+from ado_jax.data.encode_worker import write_json_atomic, encode_file
 from ado_jax.data.records import ERRORS, is_record_file, read_records
-from ado_jax.data.shard_writer import ShardWriter
 from ado_jax.data.token_files import SPLITS
 from ado_jax.data.tokenizer import load_tokenizer, make_tokenizer, resolve_tokenizer, save_tokenizer
 
 FORMAT = "ado_jax.corpus/v1"
 SETTINGS = "encode.json"
-BATCH_BYTES = 1 << 20  # documents are tokenized in batches of about this much text
-
-
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def list_inputs(inputs, input_root=None) -> dict[str, Path]:
@@ -76,69 +68,6 @@ def list_inputs(inputs, input_root=None) -> dict[str, Path]:
     return dict(sorted(out.items()))
 
 
-def _check_domain(name: str, where: str) -> None:
-    if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 200:
-        raise ValueError(f"{where}: domain name {name!r} cannot name a file; expected a short name without '/' "
-                         "that does not start with '.'")
-
-
-def encode_file(input_id: str, path: str, out_dir: str, settings: dict, report=None) -> dict:
-    """Encodes one record file into ``out_dir``'s shards; writes and returns its part summary.
-
-    ``settings``: the run's ``encode.json`` (fields, errors, seed, heldout_fraction,
-    shard_tokens). ``report(n)`` is called with each increment of input bytes read."""
-    out = Path(out_dir)
-    tok = load_tokenizer(out)
-    counts, position, writers, buffers = Counter(), [], {}, defaultdict(list)
-    threshold = int(settings["heldout_fraction"] * 2**32)
-    batch_bytes = min(BATCH_BYTES, settings["shard_tokens"])  # so small shards are cut between documents too
-    read = 0
-
-    def flush(key):
-        docs = buffers.pop(key, [])
-        if not docs:
-            return
-        if key not in writers:
-            writers[key] = ShardWriter(out / "tokens" / key[0], f"{key[1]}-{input_id}", tok.vocab_size,
-                                       settings["shard_tokens"])
-        ids = tok.encode_docs(docs)
-        writers[key].write(ids, len(docs), sum(len(d.encode("utf-8")) for d in docs))
-
-    try:
-        records = read_records(path, settings["text_field"], settings["domain_field"], settings["errors"],
-                               counts, position)
-        sizes = Counter()
-        for n, rec in enumerate(records):
-            held = zlib.crc32(f"{settings['seed']}:{input_id}:{rec.line}".encode()) < threshold
-            key = (rec.domain, "heldout" if held else "train")
-            if key not in writers and key not in buffers:
-                _check_domain(rec.domain, f"{path}:{rec.line}")
-            buffers[key].append(rec.text)
-            sizes[key] += len(rec.text)
-            if sizes[key] >= batch_bytes:
-                flush(key)
-                sizes[key] = 0
-            if report is not None and n % 256 == 0 and position:
-                now = position[0]()
-                report(now - read)
-                read = now
-        for key in list(buffers):
-            flush(key)
-        result = defaultdict(dict)
-        for (domain, split), w in sorted(writers.items()):
-            result[domain][split] = w.close()
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    if report is not None:
-        report(os.path.getsize(path) - read)
-    part = {"input": str(path), "input_bytes": os.path.getsize(path), "shards": result,
-            "errors": {k: v for k, v in sorted(counts.items()) if v}}
-    _atomic_json(out / "parts" / f"{input_id}.json", part)
-    return part
-
-
 def _train_bpe(inputs: dict, settings: dict, vocab_size: int, log):
     """A BPE trained on up to 1 MB of text per domain from the first input files (8 MB in all)."""
     per, total = Counter(), 0
@@ -167,7 +96,8 @@ def prepare(out: Path, inputs: dict, settings: dict, tokenizer, bpe_vocab_size: 
             diff["tokenizer"] = (load_tokenizer(out).to_config(), resolve_tokenizer(tokenizer).to_config())
         if diff:
             raise FileExistsError(f"{out} holds an encode with other settings {diff} (old, new); choose another --out")
-        for tmp in [*(out / "tokens").glob("*/*.tmp-*"), *(out / "parts").glob("*.tmp-*")]:
+        for tmp in [*(out / "tokens").glob("*/*.tmp-*"), *(out / "parts").glob("*.tmp-*"),
+                    *(out / "resume").glob("*.tmp-*")]:
             tmp.unlink()  # left by a killed run (one encode per --out at a time)
         seen = {json.loads(p.read_text())["input"]: p.stem for p in (out / "parts").glob("*.json")}
         moved = {str(f): (seen[str(f)], i) for i, f in inputs.items() if seen.get(str(f), i) != i}
@@ -180,7 +110,7 @@ def prepare(out: Path, inputs: dict, settings: dict, tokenizer, bpe_vocab_size: 
     out.mkdir(parents=True, exist_ok=True)
     tok = _train_bpe(inputs, settings, bpe_vocab_size, log) if tokenizer == "bpe" else resolve_tokenizer(tokenizer)
     save_tokenizer(tok, out)
-    _atomic_json(out / SETTINGS, settings)  # last: marks a usable output folder
+    write_json_atomic(out / SETTINGS, settings)  # last: marks a usable output folder
 
 
 def assemble(out_dir: str | os.PathLike, log=print) -> dict:
@@ -212,7 +142,7 @@ def assemble(out_dir: str | os.PathLike, log=print) -> dict:
     manifest = {"format": FORMAT, "names": sorted(by), "tokenizer": tok.to_config(), "config": settings,
                 "inputs": sorted(parts), "domains": domains, "errors": errors,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _atomic_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "manifest.json", manifest)
     if errors:
         log(f"malformed records in {len(errors)} of {len(parts)} input files (manifest.json: errors):")
     for path, c in errors.items():

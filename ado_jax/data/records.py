@@ -129,12 +129,12 @@ def _check(obj, path: Path, line: int, text_field: str, domain_field: str, error
 
 
 def _jsonl(path: Path, text_field: str, domain_field: str, errors: str, counts: Counter,
-           progress: list) -> Iterator[Record]:
+           progress: list, start: int) -> Iterator[Record]:
     stream, raw = _open_binary(path)
     progress.append(_Position(raw))
     with stream, raw:
         for line_no, raw_line in enumerate(stream, 1):
-            if not raw_line.strip():
+            if line_no <= start or not raw_line.strip():
                 continue
             try:
                 line = raw_line.decode("utf-8")
@@ -159,7 +159,7 @@ def _jsonl(path: Path, text_field: str, domain_field: str, errors: str, counts: 
 
 
 def _parquet(path: Path, text_field: str, domain_field: str, errors: str, counts: Counter,
-             progress: list) -> Iterator[Record]:
+             progress: list, start: int) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
@@ -176,9 +176,14 @@ def _parquet(path: Path, text_field: str, domain_field: str, errors: str, counts
     progress.append(lambda: done[0])
     row = 0
     for g in range(pf.num_row_groups):
+        if row + pf.metadata.row_group(g).num_rows <= start:  # resuming: skip whole row groups unread
+            row += pf.metadata.row_group(g).num_rows
+            continue
         for batch in pf.iter_batches(batch_size=1024, row_groups=[g], columns=top):
             for obj in batch.to_pylist():
                 row += 1
+                if row <= start:
+                    continue
                 rec = _check(obj, path, row, text_field, domain_field, errors, counts)
                 if rec is not None:
                     yield rec
@@ -187,7 +192,7 @@ def _parquet(path: Path, text_field: str, domain_field: str, errors: str, counts
 
 def read_records(path: str | os.PathLike, text_field: str = "text", domain_field: str = "meta.pile_set_name",
                  errors: str = "replace", counts: Counter | None = None,
-                 progress: list | None = None) -> Iterator[Record]:
+                 progress: list | None = None, start: int = 0) -> Iterator[Record]:
     """Yields the ``Record(line, domain, text)`` of each well-formed record of ``path``.
 
     Args:
@@ -195,6 +200,7 @@ def read_records(path: str | os.PathLike, text_field: str = "text", domain_field
       domain_field: dotted path of the domain name (``meta.pile_set_name``).
       errors: ``strict`` | ``replace`` | ``skip`` (module docstring); counts go to ``counts``.
       progress: if given, a callable returning the input bytes read so far is appended to it.
+      start: skip the records of lines (rows) ``1..start`` unparsed (resuming a file).
     """
     if errors not in ERRORS:
         raise ValueError(f"errors={errors!r}: expected one of {'|'.join(ERRORS)}")
@@ -206,4 +212,4 @@ def read_records(path: str | os.PathLike, text_field: str = "text", domain_field
     reader = _parquet if path.name.lower().endswith(".parquet") else _jsonl
     if not is_record_file(path):
         raise ValueError(f"{path}: unknown record file type; expected a name ending in {', '.join(SUFFIXES)}")
-    yield from reader(path, text_field, domain_field, errors, counts, progress)
+    yield from reader(path, text_field, domain_field, errors, counts, progress, start)
