@@ -3,6 +3,7 @@ read back from the event files and the offline W&B run directory."""
 
 import json
 import struct
+import time
 
 import pytest
 
@@ -100,6 +101,20 @@ def test_wandb_offline_run_dir(run_dir):
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     (log_file,) = run.glob("run-*.wandb")
     assert log_file.name == f"run-{(tmp_path / 'wandb_id').read_text()}.wandb"
+    # W&B's service process writes the file after run.finish() returns: wait for its last record.
+    def record_types():
+        if log_file.stat().st_size < 7:
+            return set()
+        out = set()
+        for data in _wandb_records(log_file):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(data)
+            out.add(rec.WhichOneof("record_type"))
+        return out
+
+    deadline = time.time() + 60
+    while time.time() < deadline and "exit" not in record_types():
+        time.sleep(0.2)
     got = {}
     for data in _wandb_records(log_file):
         rec = wandb_internal_pb2.Record()
