@@ -387,3 +387,26 @@ def test_a_missing_corpus_dir_is_announced_before_building(tmp_path, monkeypatch
     assert built == [str(tmp_path / "corpsu")]
     assert capsys.readouterr().out.startswith(f"data.corpus_dir={tmp_path / 'corpsu'} does not exist: building "
                                               "the built-in corpus at")
+
+
+@pytest.mark.slow  # real processes on a real full disk: a 3 MiB tmpfs (needs root and mount; skips otherwise)
+def test_a_real_full_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "tiny", "--steps", "12", "--run-dir",
+               str(mnt / "run"), *SMALL, "--set", "train.ckpt_every=2"]
+        full = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert full.returncode == 2, full.stderr[-2000:]
+        last = full.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {mnt / 'run' / 'checkpoints'}") and "No space left on device; free space" in last
+        saved = Checkpointer(str(mnt / "run" / "checkpoints")).latest_step()
+        assert saved and saved < 12
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space freed
+        done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"resuming from step {saved}" in done.stdout and sorted(_steps(mnt / "run")) == list(range(1, 13))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
