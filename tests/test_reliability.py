@@ -401,7 +401,8 @@ def test_a_real_full_disk(tmp_path):
         full = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
         assert full.returncode == 2, full.stderr[-2000:]
         last = full.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: {mnt / 'run' / 'checkpoints'}") and "No space left on device; free space" in last
+        assert last.startswith(f"error: {mnt / 'run' / 'checkpoints'}")
+        assert "No space left on device; free space" in last
         saved = Checkpointer(str(mnt / "run" / "checkpoints")).latest_step()
         assert saved and saved < 12
         subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space freed
