@@ -1,6 +1,6 @@
 """Train-step time with ADO vs the static mixer on the ``demo`` model, side by side in one run.
 
-    python benchmarks/mixer_overhead.py                       # D = 8 (the demo corpus) and 22
+    python benchmarks/mixer_overhead.py                       # D = 8 (the demo corpus), 22, 256, 1024
     python benchmarks/mixer_overhead.py --domains 8 --blocks 6 --steps 2   # quicker, noisier
 
 For each domain count D the same model (the ``demo`` preset: 4 layers, d_model 192, batch 32 x 128
@@ -51,7 +51,8 @@ def setup(num_domains: int, vocab: int):
     cfg = load_config("demo", [f"model.vocab_size={vocab}"])
     B, T = cfg.train.batch_size, cfg.train.seq_len
     rng = np.random.default_rng(0)
-    domains = {f"d{i}": rng.integers(0, vocab, 100_000) for i in range(num_domains)}
+    tokens = 100_000 if num_domains <= 64 else 10_000       # 1,024 domains: 10M tokens in all
+    domains = {f"d{i}": rng.integers(0, vocab, tokens) for i in range(num_domains)}
     stream = InMemoryDomains.from_arrays(domains, B, T, vocab)
     mesh = sharding.make_mesh(cfg.mesh)
     opt = train.make_optimizer(cfg.train)
@@ -186,7 +187,7 @@ def measure(num_domains: int, vocab: int, blocks: int, steps: int, fit_pairs: in
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--domains", type=int, nargs="+", default=[8, 22])
+    ap.add_argument("--domains", type=int, nargs="+", default=[8, 22, 256, 1024])
     ap.add_argument("--vocab", type=int, default=257, help="the demo corpus's byte-level vocabulary")
     ap.add_argument("--blocks", type=int, default=12, help="alternating static/ADO blocks")
     ap.add_argument("--steps", type=int, default=3, help="steps per block")
