@@ -65,7 +65,7 @@ def mixer_section(domain_counts, step_s: float) -> list[dict]:
     rows = []
     for d in domain_counts:
         static = basic.static(np.full(d, 1.0 / d))
-        mixer = ado(fit_every=fit_every, fit_start=fit_every)
+        mixer = ado(fit_every=fit_every, fit_start=fit_every, delta_min=mixer_overhead.delta_min(d))
         base = 10 * fit_every + 1
         t_static = mixer_overhead.isolated_update_s(static, d, base, 100)
         t_between = mixer_overhead.isolated_update_s(mixer, d, base, 100)

@@ -132,10 +132,13 @@ def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: fl
 
     Args:
       theta0_3: [3] start (log_eps, log_beta, alpha).
-      logn_T, logy_T, w_T: [T] prepared data (``power_law.prepare``); ``w_T`` sums to 1.
+      logn_T: [T] log sample counts (``power_law.prepare``).
+      logy_T: [T] log losses.
+      w_T: [T] weights, summing to 1 over valid points.
       delta: the Huber threshold.
       steps: the most LM steps to run.
-      lo_3, hi_3: [3] the box.
+      lo_3: [3] lower bounds of the box.
+      hi_3: [3] upper bounds of the box.
       damping0: the initial damping.
       tol: 0 runs exactly ``steps`` steps (a ``fori_loop``). Above 0 the run stops early (a
         ``while_loop``), once ``patience`` steps in a row each lowered the objective by at
