@@ -11,6 +11,9 @@ Sections, each reusing a benchmark script's functions:
             (``step_bench.PEAK_BF16``: H100, H200, A100, TPU v3, v4, v5e, v5p; sources there). On
             CPU the ``tiny`` (and without ``--smoke`` ``demo``) presets, MFU against a measured
             matmul. Without ``--smoke`` also the compile time against depth (4, 12, 24 layers).
+            The attention kernel is the model's ``attention`` option (default ``auto``: cuDNN's
+            fused kernel on GPUs in bfloat16, recorded per row). ``--profile-dir DIR`` writes a
+            ``jax.profiler`` trace of the first preset's run.
   fitter    ADO's power-law fit, cold vs warm refit, per domain count (``fit_bench.scaling``:
             22, 256, 1,024 domains; 22 with ``--smoke``), on the default device.
   mixer     the jitted ADO ``update`` between fits and with a fit, against the static mixer's
@@ -40,13 +43,18 @@ import numpy as np  # noqa: E402
 from results_io import save_json  # noqa: E402
 
 
-def step_section(presets, batch, steps, depths) -> list[dict]:
-    """step_bench.measure for each preset (and each depth of the first preset)."""
+def step_section(presets, batch, steps, depths, profile_dir=None) -> list[dict]:
+    """step_bench.measure for each preset (and each depth of the first preset); with
+    ``profile_dir`` the first preset's run (compile and steps) is traced by ``jax.profiler``."""
+    import contextlib
+
     import step_bench
 
     rows = []
-    for preset in presets:
-        rows.append(step_bench.measure(preset, batch.get(preset), steps, []))
+    for i, preset in enumerate(presets):
+        trace = jax.profiler.trace(profile_dir) if profile_dir and i == 0 else contextlib.nullcontext()
+        with trace:
+            rows.append(step_bench.measure(preset, batch.get(preset), steps, []))
         print(f"step {preset}: {rows[-1]['step_s'] * 1e3:.1f} ms, {rows[-1]['tokens_per_s']:.0f} tok/s, "
               f"MFU {rows[-1]['mfu']:.1%}, compile {rows[-1]['compile_s']:.1f} s", flush=True)
     for depth in depths:
@@ -111,11 +119,12 @@ def markdown(result: dict) -> str:
     out = [f"# device_check: {s['backend']} ({s['device_kind']} x {s['device_count']})", "",
            f"{s['when']}; jax {s['jax']}; smoke={s['smoke']}; XLA_FLAGS={s['xla_flags'] or '(unset)'}; "
            f"{s['note']}", "", "## Train step", "",
-           "| preset | layers | batch x seq | params | dtype | step ms | tokens/s | TFLOP/s | MFU | peak | compile s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| preset | layers | batch x seq | params | dtype | attention | step ms | tokens/s | TFLOP/s | MFU | peak "
+           "| compile s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["step"]:
         out.append(f"| {r['preset']} | {r['n_layers']} | {r['batch']} x {r['seq_len']} | {r['params']:,} | "
-                   f"{r['compute_dtype']} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:.0f} | "
+                   f"{r['compute_dtype']} | {r['attention']} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:.0f} | "
                    f"{r['model_tflops_per_s']:.3f} | {r['mfu']:.1%} | {r['peak_source']} | {r['compile_s']:.1f} |")
     out += ["", "## Power-law fitter (cold fit vs warm refit)", "",
             "| D | cold s | warm s | cold compile s | warm compile s | max warm-cold objective | cold fallbacks |",
@@ -147,6 +156,8 @@ def main(argv=None) -> dict:
                     "accelerators for gpt2-124m, 16 x devices for 350m; the preset's on CPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20; 3 with --smoke)")
     ap.add_argument("--domains", type=int, nargs="+", default=None, help="fitter and mixer domain counts")
+    ap.add_argument("--profile-dir", default=None, help="write a jax.profiler trace of the first preset's "
+                    "step benchmark here (view with TensorBoard / Perfetto)")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -163,7 +174,7 @@ def main(argv=None) -> dict:
 
     import fit_bench
 
-    step_rows = step_section(presets, batch, steps, [] if args.smoke else [4, 12, 24])
+    step_rows = step_section(presets, batch, steps, [] if args.smoke else [4, 12, 24], args.profile_dir)
     fit_rows = fit_bench.scaling(domains, 150 if args.smoke else 450, 1 if args.smoke else 3,
                                  os.path.join(out_dir, "device_check_fitter.json"))
     mixer_rows = mixer_section(domains, step_rows[0]["step_s"])

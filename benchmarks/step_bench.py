@@ -97,7 +97,8 @@ def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) ->
     model = state.model
     return {"preset": preset, "n_layers": cfg.model.n_layers,
             "devices": jax.device_count(), "device_kind": kind, "batch": B, "seq_len": T,
-            "params": count_params(model), "compute_dtype": cfg.model.compute_dtype, "step_s": dt,
+            "params": count_params(model), "compute_dtype": cfg.model.compute_dtype,
+            "attention": cfg.model.attention, "step_s": dt,
             "compile_s": compile_s, "compile_only_s": max(compile_s - dt, 0.0),
             "tokens_per_s": B * T / dt, "model_tflops_per_s": flops / dt / 1e12,
             "peak_tflops_per_s": peak / 1e12, "peak_source": peak_src, "mfu": flops / dt / peak}

@@ -83,3 +83,12 @@ def test_flops_per_token_counts_six_n():
     cfg = ModelConfig(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072)
     n_matmul = 12 * (4 * 768 * 768 + 3 * 768 * 3072) + 768 * 50304
     assert flops_per_token(cfg, 1024) == pytest.approx(6 * n_matmul + 6 * 12 * 2 * 1024 * 768)
+
+
+def test_attention_kinds_agree_on_cpu_and_a_bad_kind_names_itself():
+    toks = _tokens(jax.random.PRNGKey(3))
+    base = Llama(CFG, jax.random.PRNGKey(0))(toks)               # "auto": XLA on CPU
+    xla = Llama(dataclasses.replace(CFG, attention="xla"), jax.random.PRNGKey(0))(toks)
+    np.testing.assert_array_equal(base, xla)
+    with pytest.raises(ValueError, match="model.attention='flash'"):
+        Llama(dataclasses.replace(CFG, attention="flash"), jax.random.PRNGKey(0))(toks)
