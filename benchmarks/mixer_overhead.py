@@ -1,13 +1,14 @@
 """Train-step time with ADO vs the static mixer on the ``demo`` model, side by side in one run.
 
-    python benchmarks/mixer_overhead.py                       # D = 8 (the demo corpus) and 22
+    python benchmarks/mixer_overhead.py                       # D = 8 (the demo corpus), 22, 256, 1024
     python benchmarks/mixer_overhead.py --domains 8 --blocks 6 --steps 2   # quicker, noisier
 
 For each domain count D the same model (the ``demo`` preset: 4 layers, d_model 192, batch 32 x 128
 tokens), optimizer and random-token ``InMemoryDomains`` stream are stepped with
 ``train.make_train_step`` under two mixers: ``static`` (uniform) and ``ado`` (the paper's
 defaults: a fit every 1000 steps on a 512-point history, uniform prior, so both draw the same
-batches). Measured, interleaved to cancel the drift of a shared machine:
+batches; delta_min = min(0.01, 0.1 / D), as 0.01 is infeasible beyond 100 domains). Measured,
+interleaved to cancel the drift of a shared machine:
 
   (1)/(2) mean step time, static vs ADO between fits: blocks of ``--steps`` steps, alternating
       static/ADO (the order flips every block); the overhead is the median over blocks of the
@@ -46,17 +47,25 @@ from results_io import save_json
 FIT_EVERY = 1000
 
 
+def delta_min(num_domains: int) -> float:
+    """ADO's minimum probability: the paper's 0.01 (22 domains), at most 10 % of the mass in all
+    (0.1 / D) for D > 10, where 0.01 x D would exceed 1."""
+    return min(0.01, 0.1 / num_domains)
+
+
 def setup(num_domains: int, vocab: int):
     """Config, stream, and ``{name: (mixer, step_fn, state)}`` for static and ADO."""
     cfg = load_config("demo", [f"model.vocab_size={vocab}"])
     B, T = cfg.train.batch_size, cfg.train.seq_len
     rng = np.random.default_rng(0)
-    domains = {f"d{i}": rng.integers(0, vocab, 100_000) for i in range(num_domains)}
+    tokens = 100_000 if num_domains <= 64 else 10_000       # 1,024 domains: 10M tokens in all
+    domains = {f"d{i}": rng.integers(0, vocab, tokens) for i in range(num_domains)}
     stream = InMemoryDomains.from_arrays(domains, B, T, vocab)
     mesh = sharding.make_mesh(cfg.mesh)
     opt = train.make_optimizer(cfg.train)
     mixers = {"static": basic.static(np.full(num_domains, 1.0 / num_domains)),
-              "ado": ado(fit_every=FIT_EVERY, fit_start=FIT_EVERY)}  # paper defaults otherwise
+              # paper defaults otherwise
+              "ado": ado(fit_every=FIT_EVERY, fit_start=FIT_EVERY, delta_min=delta_min(num_domains))}
     runs = {}
     for name, mixer in mixers.items():
         k1, k2 = jax.random.split(jax.random.PRNGKey(0))
@@ -150,7 +159,7 @@ def measure(num_domains: int, vocab: int, blocks: int, steps: int, fit_pairs: in
     fit_t, between_t = np.array(fit_t), np.array(between_t)
     num_fits = int(runs["ado"][1].mixer_state.num_fits)
     mixers = {"static": basic.static(np.full(num_domains, 1.0 / num_domains)),
-              "ado": ado(fit_every=FIT_EVERY, fit_start=FIT_EVERY)}
+              "ado": ado(fit_every=FIT_EVERY, fit_start=FIT_EVERY, delta_min=delta_min(num_domains))}
     iso = {"static_update_s": isolated_update_s(mixers["static"], num_domains, base, 300),
            "ado_update_between_fits_s": isolated_update_s(mixers["ado"], num_domains, base, 300),
            "ado_update_with_fit_s": isolated_update_s(mixers["ado"], num_domains, 10 * FIT_EVERY, 3)}
@@ -186,7 +195,7 @@ def measure(num_domains: int, vocab: int, blocks: int, steps: int, fit_pairs: in
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--domains", type=int, nargs="+", default=[8, 22])
+    ap.add_argument("--domains", type=int, nargs="+", default=[8, 22, 256, 1024])
     ap.add_argument("--vocab", type=int, default=257, help="the demo corpus's byte-level vocabulary")
     ap.add_argument("--blocks", type=int, default=12, help="alternating static/ADO blocks")
     ap.add_argument("--steps", type=int, default=3, help="steps per block")

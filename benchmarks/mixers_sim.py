@@ -65,8 +65,9 @@ NOTES = """Notes:
   DoReMi's reference is one balanced run; Skill-It's graph comes from D single-domain runs of
   S/D steps; ADO uses its paper defaults (s=0.5, γ1=γ2=0.1, δ_min=0.01, the library's default
   fit box) with its schedule scaled from 60k steps to the budget: first fit at S/10, refit every
-  S/20, history from step 3S/100, every 5th step; it runs seeds in a loop (vmap would turn its
-  lax.cond fits into every-step selects).
+  S/20, history from step 3S/100, every 5th step; it runs seeds in a loop
+  (benchmarks/ado_vmap_bench.py times the vmapped alternative, `ado(seed_axis=...)`, which
+  keeps its lax.cond fits).
 - ADO's fits: "on bound" is the share of (seed, domain) pairs whose last accepted fit has a
   parameter on a bound of the fitter's box (``ado_jax.mixing.ado.fitted_values``'s ``on_bound``
   != 0), "err" the mean in-sample |log residual| of those fits. A fit on a bound is a

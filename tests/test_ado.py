@@ -230,3 +230,61 @@ def test_bad_ado_init():
         mixing.ado([1.0, 2.0]).init(3)
     with pytest.raises(ValueError, match="delta_min=0.5"):
         mixing.ado(delta_min=0.5).init(3)
+
+
+def _fit_conds(jaxpr) -> list[int]:
+    """Sizes (equations in the larger branch) of every ``cond`` in a closed jaxpr, recursively."""
+    sizes = []
+
+    def walk(j):
+        for e in j.eqns:
+            if e.primitive.name == "cond":
+                sizes.append(max(len(b.jaxpr.eqns) for b in e.params["branches"]))
+            for v in e.params.values():
+                for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jaxpr.jaxpr)
+    return sizes
+
+
+def test_vmapped_ado_keeps_its_fit_cond_and_equals_the_seed_loop():
+    from ado_jax.mixing.simulator import PowerLawEnv, run
+
+    env = PowerLawEnv(eps=jnp.array([2.0, 2.4, 3.0]), beta=jnp.array([4.0, 2.5, 2.0]),
+                      alpha=jnp.array([0.6, 0.3, 0.1]), transfer=jnp.eye(3), scale=50.0, noise=0.2,
+                      batch_size=32, sample_counts=True)
+    mixer = mixing.ado(**SMALL, seed_axis="seeds")
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    many = jax.vmap(lambda k: run(mixer, env, 260, k), axis_name="seeds")
+    # The fit is a real cond (a branch with the whole fit in it), not a select of both branches.
+    assert max(_fit_conds(jax.make_jaxpr(many)(keys))) > 100
+    got = jax.jit(many)(keys)
+    plain = mixing.ado(**SMALL)
+    one = jax.jit(lambda k: run(plain, env, 260, k))
+    for i, k in enumerate(keys):
+        ref = one(k)
+        # Equal up to float32 rounding: a batched program sums in another order, and each fit's
+        # accept/reject steps carry the last bits on (measured: <= 5e-4 relative on a weight).
+        np.testing.assert_allclose(np.asarray(got.weights[i]), np.asarray(ref.weights), rtol=3e-3, atol=1e-5)
+        assert int(got.mixer_state.num_fits[i]) == int(ref.mixer_state.num_fits) == 4
+
+
+def test_seed_axis_keeps_the_cond_when_the_step_itself_is_batched():
+    d, seeds = 3, 2
+    one = DomainStats.create(jnp.full((d,), 2.0), jnp.ones((d,)), 150)
+    stats = jax.tree.map(lambda x: jnp.stack([x] * seeds), one)    # every field batched, the step too
+    for axis, expect_cond in ((None, False), ("seeds", True)):
+        mixer = mixing.ado(**SMALL, seed_axis=axis)
+        states = jax.tree.map(lambda x: jnp.stack([x] * seeds), mixer.init(d))
+        jaxpr = jax.make_jaxpr(jax.vmap(mixer.update, axis_name="seeds"))(stats, states)
+        assert (max(_fit_conds(jaxpr), default=0) > 100) == expect_cond
+
+
+def test_bad_warm_start_and_seed_axis():
+    with pytest.raises(ValueError, match="warm_start='yes'"):
+        mixing.ado(warm_start="yes")
+    with pytest.raises(ValueError, match="seed_axis=3"):
+        mixing.ado(seed_axis=3)

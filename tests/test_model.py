@@ -134,3 +134,12 @@ def test_logits_match_a_reference_llama_forward(qk_norm, tied):
     model = Llama(cfg, jax.random.PRNGKey(3))
     tokens = _tokens(jax.random.PRNGKey(4))
     np.testing.assert_allclose(np.asarray(model(tokens)), _reference_logits(model, tokens), atol=1e-4, rtol=0)
+
+
+def test_attention_kinds_agree_on_cpu_and_a_bad_kind_names_itself():
+    toks = _tokens(jax.random.PRNGKey(3))
+    base = Llama(CFG, jax.random.PRNGKey(0))(toks)               # "auto": XLA on CPU
+    xla = Llama(dataclasses.replace(CFG, attention="xla"), jax.random.PRNGKey(0))(toks)
+    np.testing.assert_array_equal(base, xla)
+    with pytest.raises(ValueError, match="model.attention='flash'"):
+        Llama(dataclasses.replace(CFG, attention="flash"), jax.random.PRNGKey(0))(toks)

@@ -306,3 +306,92 @@ def test_data_bounds_put_eps_below_the_smallest_observed_loss():
     assert np.all(alpha_D <= 0.3 + 1e-6)
     np.testing.assert_array_equal(np.asarray(info.on_bound) & 32, np.where(alpha_D > 0.3 - 1e-4, 32, 0))
     assert sl.bound_names(32) == ["alpha max"] and sl.bound_names(float("nan")) == [] and sl.bound_names(0) == []
+
+
+def realistic_curves(num_domains=24, T=300, seed=0):
+    """[D, T] n and losses like a pretraining history (benchmarks/fit_bench.py's generator):
+    AR(1) log-noise, rare loss spikes, eps 1.2-3.2, alpha 0.08-0.65."""
+    rng = np.random.RandomState(seed)
+    n_T = 256 * (500.0 + 10 * np.arange(T))
+    eps = rng.uniform(1.2, 3.2, num_domains)
+    alpha = rng.uniform(0.08, 0.65, num_domains)
+    log_beta = np.log(rng.uniform(0.6, 3.0, num_domains)) + alpha * np.log(n_T[0])
+    sigma = rng.uniform(0.004, 0.03, num_domains)
+    clean = eps[:, None] + np.exp(log_beta[:, None] - alpha[:, None] * np.log(n_T))
+    ar = np.zeros((num_domains, T))
+    z = rng.randn(num_domains, T)
+    for t in range(T):
+        ar[:, t] = (0.7 * ar[:, t - 1] if t else 0.0) + np.sqrt(1 - 0.49) * z[:, t]
+    loss = clean * np.exp(sigma[:, None] * ar) * np.where(rng.rand(num_domains, T) < 0.01, 1.3, 1.0)
+    return np.broadcast_to(n_T, loss.shape).astype(np.float32), loss.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def refits():
+    """A cold fit on the first 75 % of each history, then a cold and a warm refit on all of it."""
+    n_DT, loss_DT = realistic_curves()
+    earlier = np.broadcast_to(np.arange(n_DT.shape[1]) < 225, n_DT.shape)
+    cold = jax.jit(lambda m: sl.fit_power_law(n_DT, loss_DT, m, return_info=True))
+    warm = jax.jit(lambda p, o: sl.fit_power_law(n_DT, loss_DT, init=p, init_objective=o, return_info=True))
+    prev, prev_obj, _ = cold(earlier)
+    return cold(np.ones(n_DT.shape, bool)), warm(prev, prev_obj), (n_DT, loss_DT, prev, prev_obj)
+
+
+def test_warm_refit_is_as_good_as_cold_with_fewer_steps(refits):
+    (_, obj_cold, info_cold), (params, obj_warm, info_warm), _ = refits
+    obj_cold, obj_warm = np.asarray(obj_cold), np.asarray(obj_warm)
+    assert np.all(np.isfinite(obj_warm))
+    assert np.all(obj_warm <= obj_cold + 1e-6), np.max(obj_warm - obj_cold)
+    assert np.all(np.asarray(info_cold.cold)) and np.all(np.asarray(info_cold.steps) == 8 * 40)
+    steps = np.asarray(info_warm.steps)
+    assert np.all(steps[~np.asarray(info_warm.cold)] < 8 * 40) and steps.mean() < 0.5 * 8 * 40
+    assert np.mean(np.asarray(info_warm.cold)) <= 0.125      # the warm path did the work
+
+
+def test_warm_refit_falls_back_to_cold_without_a_previous_fit_or_after_a_change(refits):
+    _, _, (n_DT, loss_DT, prev, prev_obj) = refits
+    fit = jax.jit(lambda p, o, loss: sl.fit_power_law(n_DT, loss, init=p, init_objective=o, return_info=True))
+    # No previous fit for domains 0 and 1 (NaN): cold there, and as good as cold.
+    none = sl.PowerLaw(*(jnp.asarray(p).at[:2].set(jnp.nan) for p in prev))
+    _, obj, info = fit(none, prev_obj, loss_DT)
+    assert np.asarray(info.cold)[:2].all()
+    _, obj_cold = jax.jit(sl.fit_power_law)(n_DT, loss_DT)
+    np.testing.assert_array_less(np.asarray(obj)[:2], np.asarray(obj_cold)[:2] + 1e-6)
+    # The previous objective far below what the warm fit reaches: the curve changed, refit cold.
+    _, _, info = fit(prev, np.asarray(prev_obj) * 1e-3, loss_DT)
+    assert np.asarray(info.cold).all()
+
+
+def test_warm_refit_single_domain_and_nan_history(refits):
+    _, _, (n_DT, loss_DT, prev, prev_obj) = refits
+    one = jax.tree.map(lambda x: x[3], prev)
+    params, obj = sl.fit_power_law(n_DT[3], loss_DT[3], init=one, init_objective=prev_obj[3])
+    assert np.ndim(obj) == 0 and np.isfinite(obj)
+    nan = np.full(n_DT.shape[1], np.nan, np.float32)
+    params, obj = sl.fit_power_law(n_DT[3], nan, init=one, init_objective=prev_obj[3])
+    assert np.isnan(obj) and np.isnan(params.alpha)
+
+
+def test_warm_refit_under_vmap_with_axis_name_keeps_a_switch(refits):
+    _, _, (n_DT, loss_DT, prev, prev_obj) = refits
+    seeds = np.stack([loss_DT[:4], loss_DT[4:8]])          # two "seeds" of four domains
+    prev2 = jax.tree.map(lambda x: np.stack([x[:4], x[4:8]]), prev)
+    obj2 = np.stack([prev_obj[:4], prev_obj[4:8]])
+    f = lambda loss, p, o: sl.fit_power_law(n_DT[:4], loss, init=p, init_objective=o, axis_name="seeds")
+    jaxpr = str(jax.make_jaxpr(jax.vmap(f, axis_name="seeds"))(seeds, prev2, obj2))
+    assert "cond[" in jaxpr and "pmax" in jaxpr
+    _, got = jax.jit(jax.vmap(f, axis_name="seeds"))(seeds, prev2, obj2)
+    for i in range(2):
+        _, one = jax.jit(lambda loss, p, o: sl.fit_power_law(n_DT[:4], loss, init=p, init_objective=o))(
+            seeds[i], jax.tree.map(lambda x: x[i], prev2), obj2[i])
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(one), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(warm_tol=-1.0), "warm_tol=-1.0"), (dict(guard_steps=0), "guard_steps=0"),
+    (dict(cold_share=0.0), "cold_share=0.0"), (dict(warm_grid="fine"), "grid='fine'"),
+])
+def test_bad_warm_options_raise_clear_errors(kwargs, match):
+    init = sl.PowerLaw(*(jnp.zeros((1,)),) * 3)
+    with pytest.raises(ValueError, match=match):
+        sl.fit_power_law(N_T, np.ones((1, N_T.size)), init=init, **kwargs)

@@ -130,7 +130,7 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
         reduce: str = "sample", smoothing: str | None = None, credit: str = "paper",
         clip: str = "paper", average_t: str = "policy", alpha_floor: float | None = None,
         min_fit_points: int = 8, fit_in_step: bool = True, fit_kwargs: dict | None = None,
-        bounds="data") -> Mixer:
+        bounds="data", warm_start: bool = True, seed_axis: str | None = None) -> Mixer:
     """The complete ADO mixer (defaults: the paper's).
 
     Args:
@@ -166,6 +166,19 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
         ``log_eps >= 0.5, log_beta <= 6.5, 0 <= alpha <= 0.8``, which assumes GPT-2-token
         losses of 2-4 nats and clamps eps at 1.65 below that; or a ``scaling_law.FitBounds``.
         Each fit's diagnostics (``on_bound``, ``fit_err``) are kept in the state.
+      warm_start: refit each domain from its previous fit (``fit_power_law(init=...)``: the
+        previous fit refined until it converges, two guard starts, and a cold fit only where
+        there is no previous fit or the guard says the optimum moved); the first fit is cold.
+        The previous fit is ``state.params``, so a resumed run refits exactly as an
+        uninterrupted one. False: every fit is cold (the paper's).
+      seed_axis: the ``axis_name`` of a ``jax.vmap`` over seeds (or any batch of ADO states
+        that share the schedule), e.g. ``jax.vmap(run, axis_name="seeds")``. The fit's
+        schedule depends only on ``stats.step``; when that step is batched (per-seed states
+        stacked), the fit's ``lax.cond`` would become a select that fits at every step. With
+        ``seed_axis`` the decision is taken jointly over the axis (``lax.pmax``) and stays a
+        real ``cond`` (as does the warm refit's cold fallback). Not needed when the step is
+        not batched (``simulator.run`` vmapped over keys: its step counter is shared), but
+        the warm refit's cold fallback still needs it to stay a ``switch``.
 
     Raises:
       ValueError: naming a bad hyperparameter, or at ``init`` a prior whose length is not D
@@ -190,6 +203,12 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
     if "bounds" in fit_kwargs:
         raise ValueError("pass the fit's box as ado(bounds=...), not in fit_kwargs")
     fit_kwargs["bounds"] = scaling_law.check_bounds(bounds)
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"warm_start={warm_start!r}: expected True or False")
+    if seed_axis is not None and not isinstance(seed_axis, str):
+        raise ValueError(f"seed_axis={seed_axis!r}: expected None or an axis name (str)")
+    if seed_axis is not None:
+        fit_kwargs["axis_name"] = seed_axis
 
     def prior_of(d: int) -> jax.Array:
         return jnp.full((d,), 1.0 / d, jnp.float32) if mu is None else jnp.asarray(mu)
@@ -212,8 +231,12 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
 
     def fit(state: AdoState) -> AdoState:
         n_DT, loss_DT, mask_DT = tracker_lib.fit_data(state.tracker)
+        warm = {}
+        if warm_start:    # the previous accepted fit per domain (NaN: none yet, a cold fit)
+            prev = PowerLaw(*(jnp.where(state.fitted, p, jnp.nan) for p in state.params))
+            warm = dict(init=prev, init_objective=jnp.where(state.fitted, state.objective, jnp.inf))
         new, obj_D, info = scaling_law.fit_power_law(n_DT, loss_DT, mask_DT, return_info=True,
-                                                     **fit_kwargs)
+                                                     **warm, **fit_kwargs)
         return set_fit(state, new, obj_D, jnp.sum(mask_DT, axis=1) >= min_pts, info)
 
     def update(stats: DomainStats, state: AdoState):
@@ -222,6 +245,8 @@ def ado(prior=None, *, gamma1: float = 0.1, gamma2: float = 0.1, s: float = 0.5,
         step = jnp.asarray(stats.step, jnp.int32)
         if fit_in_step:
             due = (step >= start) & ((step - start) % every == 0)
+            if seed_axis is not None:     # unbatched under vmap(axis_name=seed_axis): a real cond
+                due = jax.lax.pmax(due, seed_axis)
             state = jax.lax.cond(due, fit, lambda st: st, state)
 
         count_D = jnp.where(jnp.isfinite(stats.count) & (stats.count > 0), stats.count, 0.0)
@@ -266,6 +291,8 @@ class AdoConfig(MixerConfig):
     clip: str = option("paper", "paper (clip after mixing) | reference (clip rho first)")
     bounds: str = option("data", "fit box: data (eps below each domain's smallest loss, alpha <= 0.8, beta wide) "
                                  "| reference (the reference code's log eps >= 0.5, log beta < 6.5, alpha < 0.8)")
+    warm_start: bool = option(True, "refit each domain from its previous fit (+ 2 guard starts; cold only where "
+                                    "the optimum moved or there is no fit yet); false: every fit cold (the paper's)")
 
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
         """The ADO mixer with this config's hyperparameters and prior over ``sizes_D: [D]``."""
@@ -274,4 +301,4 @@ class AdoConfig(MixerConfig):
                    delta_min=self.delta_min, fit_every=self.fit_every, fit_start=self.fit_start,
                    skip_first=self.skip_first, subsample_every=self.subsample_every, history_len=self.history_len,
                    smoothing=None if self.smoothing == "none" else self.smoothing, credit=self.credit, clip=self.clip,
-                   bounds=self.bounds)
+                   bounds=self.bounds, warm_start=self.warm_start)

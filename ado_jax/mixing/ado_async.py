@@ -38,14 +38,17 @@ class HostFitter:
     Args:
       min_fit_points: a domain's fit is rejected with fewer valid history points (as in ``ado``).
       device: where the fit runs; default the first CPU device.
+      warm_start: refit from the state's previous fit (``fit_power_law(init=...)``, as
+        ``ado(warm_start=True)``); the previous fit is copied with the history at ``submit``.
       **fit_kwargs: forwarded to ``fit_power_law`` (solver, grid, maxiter, bounds, ...; the
         default ``bounds="data"`` as in ``ado``). Each fit's ``FitInfo`` diagnostics are
         merged into the state with it.
     """
 
-    def __init__(self, *, min_fit_points: int = 8, device=None, **fit_kwargs):
+    def __init__(self, *, min_fit_points: int = 8, device=None, warm_start: bool = True, **fit_kwargs):
         self._min_points = int(min_fit_points)
         self._device = device if device is not None else jax.devices("cpu")[0]
+        self._warm = bool(warm_start)
         self._fit = jax.jit(functools.partial(scaling_law.fit_power_law, return_info=True, **fit_kwargs))
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._future: concurrent.futures.Future | None = None
@@ -60,12 +63,20 @@ class HostFitter:
         if self._future is not None:
             return False
         data = tuple(np.asarray(x) for x in jax.device_get(tracker_lib.fit_data(state.tracker)))
+        if self._warm:   # the previous fit per domain (NaN: none yet) and its objective
+            fitted = np.asarray(state.fitted)
+            prev = tuple(np.where(fitted, np.asarray(p), np.nan).astype(np.float32) for p in state.params)
+            data = data + (prev, np.where(fitted, np.asarray(state.objective), np.inf).astype(np.float32))
         self._future = self._pool.submit(self._run, data)
         return True
 
     def _run(self, data):
-        n_DT, loss_DT, mask_DT = (jax.device_put(x, self._device) for x in data)
-        params, obj_D, info = self._fit(n_DT, loss_DT, mask_DT)
+        n_DT, loss_DT, mask_DT = (jax.device_put(x, self._device) for x in data[:3])
+        warm = {}
+        if len(data) > 3:
+            warm = dict(init=scaling_law.PowerLaw(*(jax.device_put(p, self._device) for p in data[3])),
+                        init_objective=jax.device_put(data[4], self._device))
+        params, obj_D, info = self._fit(n_DT, loss_DT, mask_DT, **warm)
         ok_D = data[2].sum(axis=1) >= self._min_points
         return jax.device_get(params), np.asarray(obj_D), ok_D, jax.device_get(info)
 

@@ -52,10 +52,18 @@ class FitInfo(NamedTuple):
         16 / 32 = alpha lower (0) / upper. 0: an interior fit. See ``bound_names``.
       err: float32 in-sample error, the mean over valid points of ``|log predict - log loss|``
         (NaN for a domain without a fit).
+      steps: int32 Levenberg-Marquardt steps the fit ran on the domain, summed over its
+        refined starts (cold: ``refine_top_k x lm_steps``; a warm refit: its previous fit's
+        start until it converged, the guard starts, and a cold fit if one ran). None when not
+        recorded (e.g. a ``FitInfo`` built by hand).
+      cold: bool, the domain got a cold (multi-start) fit: always without ``init``; with it,
+        where the warm refit fell back to one. None when not recorded.
     """
 
     on_bound: Array
     err: Array
+    steps: Array | None = None
+    cold: Array | None = None
 
 
 BOUNDS = ("data", "reference")

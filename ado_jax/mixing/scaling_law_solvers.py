@@ -27,6 +27,7 @@ Array = jax.Array
 # ``fit_power_law(bounds="reference")`` uses it; the default box follows the data.
 LOWER_3 = (0.5, -float("inf"), 0.0)
 UPPER_3 = (float("inf"), 6.5, 0.8)
+PATIENCE = 3   # irls_lm: quiet steps in a row that count as converged
 
 
 def huber(r: Array, delta: float) -> Array:
@@ -101,8 +102,21 @@ def lbfgs_jaxopt(f: Callable[[Array], Array], theta0_3: Array, maxiter: int = 20
     return jnp.where(jnp.isfinite(fx) & (fx <= f0), x, theta0_3)
 
 
+def _solve_33(A_33: Array, b_3: Array) -> Array:
+    """[3] ``A^-1 b`` for a symmetric positive definite [3, 3] ``A`` by the adjugate (Cramer's
+    rule): a few dozen flops, where ``jnp.linalg.solve`` under ``vmap`` calls a batched LU."""
+    a, b, c = A_33[0, 0], A_33[0, 1], A_33[0, 2]
+    d, e, f = A_33[1, 1], A_33[1, 2], A_33[2, 2]
+    c00, c01, c02 = d * f - e * e, c * e - b * f, b * e - c * d
+    c11, c12, c22 = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * c00 + b * c01 + c * c02
+    adj_33 = jnp.stack([jnp.stack([c00, c01, c02]), jnp.stack([c01, c11, c12]), jnp.stack([c02, c12, c22])])
+    return adj_33 @ b_3 / det
+
+
 def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: float,
-            steps: int, lo_3, hi_3, damping0: float = 1e-3) -> Array:
+            steps: int, lo_3, hi_3, damping0: float = 1e-3, tol: float = 0.0, patience: int = PATIENCE,
+            return_steps: bool = False):
     """Projected Levenberg-Marquardt on the IRLS majorizer of the Huber objective.
 
     Specialised to ``log L = logaddexp(log_eps, log_beta - alpha log n)``: the residual
@@ -111,36 +125,80 @@ def irls_lm(theta0_3: Array, logn_T: Array, logy_T: Array, w_T: Array, delta: fl
     weights ``min(1, delta/|r|)`` (the majorize-minimize bound of Huber), only over variables
     not held at a bound, projects onto the box, and is accepted only if the true objective
     drops (else the damping grows x10). Starts outside the box ``lo_3..hi_3`` are projected
-    first (the penalties are exact, so the penalised minimum lies in the box). Returns [3].
+    first (the penalties are exact, so the penalised minimum lies in the box). The residuals
+    and ``s`` of the current iterate are carried from the step that accepted it, so a step
+    costs three transcendentals per point (``exp`` and ``log1p`` of the log prediction, ``exp``
+    for ``s``).
+
+    Args:
+      theta0_3: [3] start (log_eps, log_beta, alpha).
+      logn_T: [T] log sample counts (``power_law.prepare``).
+      logy_T: [T] log losses.
+      w_T: [T] weights, summing to 1 over valid points.
+      delta: the Huber threshold.
+      steps: the most LM steps to run.
+      lo_3: [3] lower bounds of the box.
+      hi_3: [3] upper bounds of the box.
+      damping0: the initial damping.
+      tol: 0 runs exactly ``steps`` steps (a ``fori_loop``). Above 0 the run stops early (a
+        ``while_loop``), once ``patience`` steps in a row each lowered the objective by at
+        most ``tol`` x its value (a rejected step lowers it by 0): converged. Under ``vmap``
+        the loop runs until every lane stopped, and a stopped lane is left unchanged, so
+        the result per start does not depend on the batch.
+      patience: consecutive quiet steps that count as converged.
+      return_steps: also return the [] int32 number of steps run.
+
+    Returns:
+      [3] the last accepted iterate (the best visited: steps are accepted only if the
+      objective drops), and with ``return_steps`` the steps run.
     """
     lo, hi = jnp.asarray(lo_3, theta0_3.dtype), jnp.asarray(hi_3, theta0_3.dtype)
-    f = lambda th: objective_3(th, logn_T, logy_T, w_T, delta, lo, hi)
     x0 = jnp.clip(theta0_3, lo, hi)
 
-    def body(_, carry):
-        x, fx, lam = carry
+    def at(x):  # inside the box the penalties are 0: the objective is the mean Huber
         z_T = x[1] - x[2] * logn_T
-        s_T = jax.nn.sigmoid(z_T - x[0])
-        r_T = jnp.logaddexp(x[0], z_T) - logy_T
-        J_T3 = jnp.stack([1.0 - s_T, s_T, -s_T * logn_T], axis=-1)
+        lse_T = jnp.logaddexp(x[0], z_T)
+        r_T = lse_T - logy_T
+        return jnp.sum(w_T * huber(r_T, delta)), r_T, jnp.exp(z_T - lse_T)
+
+    def step(carry):
+        x, fx, r_T, s_T, lam, quiet, k = carry
+        # Gradient J^T u r and Gauss-Newton matrix J^T u J of the Jacobian [1 - s, s, -s log n]
+        # as elementwise sums (fused by XLA; cheaper than [3, T] x [T, 3] products under vmap).
         u_T = w_T * jnp.minimum(1.0, delta / jnp.maximum(jnp.abs(r_T), 1e-30))
-        g_3 = J_T3.T @ (u_T * r_T)
-        H_33 = (J_T3 * u_T[:, None]).T @ J_T3
+        us_T, ur_T = u_T * s_T, u_T * r_T
+        usl_T = us_T * logn_T
+        s_u, s_us, s_uss = jnp.sum(u_T), jnp.sum(us_T), jnp.sum(us_T * s_T)
+        s_usl, s_ussl, s_ussll = jnp.sum(usl_T), jnp.sum(usl_T * s_T), jnp.sum(usl_T * s_T * logn_T)
+        s_ur, s_urs = jnp.sum(ur_T), jnp.sum(ur_T * s_T)
+        g_3 = jnp.stack([s_ur - s_urs, s_urs, -jnp.sum(ur_T * s_T * logn_T)])
+        h00, h01, h11 = s_u - 2.0 * s_us + s_uss, s_us - s_uss, s_uss
+        h02, h12, h22 = -(s_usl - s_ussl), -s_ussl, s_ussll
+        H_33 = jnp.stack([jnp.stack([h00, h01, h02]), jnp.stack([h01, h11, h12]), jnp.stack([h02, h12, h22])])
         # Hold variables at a bound whose gradient points out of the box.
         held_3 = ((x <= lo) & (g_3 > 0)) | ((x >= hi) & (g_3 < 0))
         free_3 = (~held_3).astype(x.dtype)
         H_33 = H_33 * free_3[:, None] * free_3[None, :]
         diag_3 = jnp.diagonal(H_33)
         A_33 = H_33 + jnp.diag(lam * diag_3 + (1.0 - free_3) + 1e-12)
-        step_3 = -jnp.linalg.solve(A_33, g_3 * free_3)
+        step_3 = -_solve_33(A_33, g_3 * free_3)
         cand = jnp.clip(x + step_3, lo, hi)
-        fc = f(cand)
+        fc, rc_T, sc_T = at(cand)
         ok = jnp.isfinite(fc) & (fc < fx)
-        return (jnp.where(ok, cand, x), jnp.where(ok, fc, fx),
-                jnp.clip(jnp.where(ok, lam * 0.3, lam * 10.0), 1e-9, 1e9))
+        gain = jnp.where(ok, fx - fc, 0.0)
+        quiet = jnp.where(gain <= tol * jnp.abs(fx), quiet + 1, 0)
+        keep = lambda a, b: jnp.where(ok, a, b)
+        return (keep(cand, x), keep(fc, fx), keep(rc_T, r_T), keep(sc_T, s_T),
+                jnp.clip(jnp.where(ok, lam * 0.3, lam * 10.0), 1e-9, 1e9), quiet, k + 1)
 
-    carry = (x0, f(x0), jnp.asarray(damping0, x0.dtype))
-    return jax.lax.fori_loop(0, steps, body, carry)[0]
+    f0, r0_T, s0_T = at(x0)
+    zero = jnp.zeros((), jnp.int32)
+    carry = (x0, f0, r0_T, s0_T, jnp.asarray(damping0, x0.dtype), zero, zero)
+    if tol > 0:
+        carry = jax.lax.while_loop(lambda c: (c[6] < steps) & (c[5] < patience), step, carry)
+    else:
+        carry = jax.lax.fori_loop(0, steps, lambda _, c: step(c), carry)
+    return (carry[0], carry[6]) if return_steps else carry[0]
 
 
 def alpha_scan(logn_T: Array, logy_T: Array, w_T: Array, alphas_A: Array, lo_3, hi_3) -> Array:

@@ -41,6 +41,8 @@ class ModelConfig:
     param_dtype: str = option("float32", "dtype parameters are stored and updated in")
     compute_dtype: str = option("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
     remat: str = option("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
+    attention: str = option("auto", "attention kernel: auto (cuDNN's fused kernel on GPU in bfloat16/float16 where "
+                                    "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn")
 
     @property
     def ff_dim(self) -> int:
@@ -54,6 +56,30 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+ATTENTION = ("auto", "xla", "cudnn")
+
+
+def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str = "auto") -> Array:
+    """[B, T, H, E] causal attention by ``jax.nn.dot_product_attention`` (GQA: its K kv heads
+    are broadcast over the H query heads).
+
+    ``kind``: ``"xla"``; ``"cudnn"`` (the fused cuDNN kernel, GPU and bfloat16/float16 only;
+    raises where cuDNN does not support the shapes); ``"auto"``: cuDNN on a GPU backend in
+    bfloat16/float16, falling back to XLA where cuDNN rejects the call (at trace time), else XLA.
+    """
+    if kind not in ATTENTION:
+        raise ValueError(f"model.attention={kind!r}: expected one of {ATTENTION}")
+    attend = lambda impl: jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, is_causal=True, implementation=impl)
+    if kind == "auto":
+        if jax.default_backend() == "gpu" and q_BTHE.dtype in (jnp.bfloat16, jnp.float16):
+            try:
+                return attend("cudnn")
+            except (ValueError, NotImplementedError, RuntimeError, TypeError):
+                return attend("xla")
+        return attend("xla")
+    return attend(kind)
 
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -125,8 +151,7 @@ class Block(eqx.Module):
             k_BTKE = rms_norm(k_BTKE, self.k_norm, cfg.norm_eps)
         q_BTHE = apply_rotary(q_BTHE, sin_TE, cos_TE)
         k_BTKE = apply_rotary(k_BTKE, sin_TE, cos_TE)
-        # GQA: dot_product_attention broadcasts K kv heads over H query heads.
-        attn_BTHE = jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, is_causal=True)
+        attn_BTHE = attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention)
         x_BTD = x_BTD + (attn_BTHE.reshape(B * T, D) @ w.wo).reshape(B, T, D)
 
         h_ND = rms_norm(x_BTD, self.mlp_norm, cfg.norm_eps).reshape(B * T, D)
