@@ -8,8 +8,6 @@ tabled in docs/reliability.md.
 
 from __future__ import annotations
 
-import dataclasses
-import signal
 import sys
 import time
 
@@ -22,34 +20,10 @@ from ado_jax import checkpoint, memory, metric_sinks, run_dir as run_dirs, shard
 from ado_jax.config import Config, config_from_dict, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
+from ado_jax.run_control import RunOptions, RunStopped, StopSignals
 from ado_jax.run_log import MetricsLog, read_metrics
 
-__all__ = ["MetricsLog", "RunOptions", "RunStopped", "eval_record", "run"]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """What a user may ask of one invocation (CLI flags), beside the run's config.
-
-    Attributes:
-      force: train even when the memory estimate exceeds what the devices have.
-      reset_mixer: resume with a fresh mixer (its ``init``), accepting a changed ``mixer`` section.
-      allow_change: resume with changed optimizer hyperparameters (``run_dir.OPTIMIZER``).
-      break_lock: take over a ``gs://`` run directory's lock object left by a dead process.
-    """
-
-    force: bool = False
-    reset_mixer: bool = False
-    allow_change: bool = False
-    break_lock: bool = False
-
-
-class RunStopped(RuntimeError):
-    """The run stopped before ``train.steps``: interrupted (exit 130) or stuck (exit 3)."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+__all__ = ["MetricsLog", "RunOptions", "RunStopped", "StopSignals", "eval_record", "run"]
 
 
 def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) -> list[dict]:
@@ -80,27 +54,6 @@ def eval_record(step: int, model, batches: dict, names: tuple, sizes: dict, eval
     losses = dict(zip(names, map(float, losses_D)))
     return {"step": step, "eval_loss": losses, **aggregate(losses, sizes, eval_only)}
 
-
-
-class _Signals:
-    """SIGTERM and a first Ctrl-C ask the loop to stop *between* steps (the state is donated to
-    the step, so it can only be saved between them); a second Ctrl-C aborts at once."""
-
-    def __init__(self):
-        self.received = None
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handle(self, signum, _frame):
-        if self.received == "SIGINT" and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        if signum == signal.SIGINT:
-            print("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
-                  file=sys.stderr)
-
-    def restore(self):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 def _check_resume(cfg: Config, ckpt, start: int, opts: RunOptions) -> tuple[dict, Config | None]:
@@ -223,7 +176,7 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
     pending, last, last_eval, t0, t_steps, stuck = [], {}, None, None, 0, 0
     step, state_ok, failed = start, True, False
-    signals = _Signals()
+    signals = StopSignals()
     try:
         while step < cfg.train.steps and not signals.received and not stuck:
             data = loader.step_input(state.mixer_state.weights)

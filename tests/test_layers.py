@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.memory", (BELOW,)),                    # the memory estimate of a config (model shapes)
     ("ado_jax.run_dir", ()),                         # lock, config history, OS-error messages: a leaf
     ("ado_jax.run_log", ()),                         # metrics.jsonl read and write: a leaf
+    ("ado_jax.run_control", ()),                     # run flags, stop signals, exit codes: a leaf
     ("ado_jax.checkpoint", ("ado_jax.run_dir",)),    # saves any pytree; train uses its leaf test
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),

@@ -79,7 +79,7 @@ def test_ctrl_c_saves_a_checkpoint_between_steps_and_resumes_exactly(base, tmp_p
 
 
 def test_second_ctrl_c_aborts_at_once():
-    handlers = loop._Signals()
+    handlers = loop.StopSignals()
     try:
         os.kill(os.getpid(), signal.SIGINT)
         assert handlers.received == "SIGINT"  # the first only asks the loop to stop
