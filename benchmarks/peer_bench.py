@@ -31,6 +31,7 @@ import optax
 
 from remat_bench import build
 from results_io import save_json
+from step_bench import cpu_matmul_peak
 
 # Shapes: (our preset, --set overrides). gpt2-124m with a reduced batch, float32, on CPU.
 SHAPES = {"demo": ("demo", ["model.qk_norm=false"]),
@@ -94,18 +95,6 @@ def peer(cfg):
     return run
 
 
-def matmul_peak() -> float:
-    """FLOP/s of a 2048^2 float32 matmul on this host (the CPU has no datasheet figure)."""
-    a = jnp.ones((2048, 2048), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
-    mm(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        out = mm(a)
-    out.block_until_ready()
-    return 2 * 2048**3 * 5 / (time.perf_counter() - t0)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -118,7 +107,7 @@ def main() -> None:
 
     from ado_jax.models.llama import flops_per_token
 
-    peak = matmul_peak()
+    peak = cpu_matmul_peak()
     rows = []
     for shape in args.shapes:
         preset, overrides = SHAPES[shape]

@@ -45,9 +45,24 @@ def peak_bf16(device_kind: str) -> float:
     return next((v for k, v in PEAK_BF16 if k.lower() in device_kind.lower()), float("nan"))
 
 
-def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) -> dict:
+def cpu_matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a jitted ``[n, n] @ [n, n]`` float32 matmul on this host: the CPU's "peak" (it has
+    no datasheet figure)."""
     import jax
     import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        out = mm(a)
+    out.block_until_ready()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) -> dict:
+    import jax
 
     from ado_jax import sharding, train
     from ado_jax.config import load_config
@@ -80,15 +95,7 @@ def measure(preset: str, batch: int | None, steps: int, overrides: list[str]) ->
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", device.platform)
     if device.platform == "cpu":
-        n = 2048
-        a = jnp.ones((n, n), jnp.float32)
-        mm = jax.jit(lambda x: x @ x)
-        mm(a).block_until_ready()
-        t1 = time.perf_counter()
-        for _ in range(5):
-            out = mm(a)
-        out.block_until_ready()
-        peak = 2 * n**3 * 5 / (time.perf_counter() - t1)  # whole host: all fake devices share its cores
+        peak = cpu_matmul_peak()  # whole host: all fake devices share its cores
         peak_src = "measured 2048^2 f32 matmul on this host"
     else:
         peak = peak_bf16(kind) * jax.device_count()

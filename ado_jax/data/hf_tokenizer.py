@@ -36,6 +36,28 @@ def _lib():
     return tokenizers
 
 
+def check_ids(ids: np.ndarray, vocab_size: int) -> None:
+    """Raises ValueError naming the first id of ``ids: [n]`` outside ``[0, vocab_size)``."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = int(ids.max()) if ids.max() >= vocab_size else int(ids.min())
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+def decode_ids(tok, ids: Iterable[int], vocab_size: int) -> str:
+    """The text of ``ids: [n]`` by a ``tokenizers.Tokenizer`` ``tok``, special tokens dropped."""
+    ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+    check_ids(ids, vocab_size)
+    return tok.decode(ids.tolist(), skip_special_tokens=True)
+
+
+def save_atomic(tok, path: str | os.PathLike) -> None:
+    """Writes a ``tokenizers.Tokenizer`` to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+
+
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` with the corpus's EOS/BOS rule (module docstring)."""
 
@@ -85,18 +107,11 @@ class HFTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Returns the text of ``ids: [n]`` (special tokens dropped)."""
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            bad = int(ids.max()) if ids.max() >= self.vocab_size else int(ids.min())
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})")
-        return self._tok.decode(ids.tolist(), skip_special_tokens=True)
+        return decode_ids(self._tok, ids, self.vocab_size)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the tokenizer (its ``tokenizer.json`` form) to ``path`` atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        self._tok.save(str(tmp))
-        os.replace(tmp, path)
+        save_atomic(self._tok, path)
 
     def to_config(self) -> dict:
         """What a corpus's ``tokenizer.json`` records (the model itself is in ``hf_tokenizer.json``)."""

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ado_jax.data.hf_tokenizer import HFTokenizer
+from ado_jax.data.hf_tokenizer import HFTokenizer, check_ids, decode_ids, save_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 BPE_FILE = "bpe.json"
@@ -65,7 +65,7 @@ class ByteTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Returns the text of ``ids: [n]``; eos becomes a newline, bad UTF-8 is replaced."""
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        _check_ids(ids, self.vocab_size)
+        check_ids(ids, self.vocab_size)
         out, start = [], 0
         for pos in np.flatnonzero(ids >= 256).tolist() + [len(ids)]:
             out.append(ids[start:pos].astype(np.uint8).tobytes().decode("utf-8", errors="replace"))
@@ -128,16 +128,11 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Returns the text of ``ids: [n]`` (eos dropped)."""
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
-        _check_ids(ids, self.vocab_size)
-        return self._tok.decode(ids.tolist(), skip_special_tokens=True)
+        return decode_ids(self._tok, ids, self.vocab_size)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the BPE model to ``path`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        self._tok.save(str(tmp))
-        os.replace(tmp, path)
+        save_atomic(self._tok, path)
 
     def to_config(self) -> dict:
         """What ``tokenizer.json`` records to rebuild this tokenizer (the BPE model is in ``bpe.json``)."""
@@ -145,12 +140,6 @@ class BPETokenizer:
 
 
 Tokenizer = ByteTokenizer | BPETokenizer | HFTokenizer
-
-
-def _check_ids(ids: np.ndarray, vocab_size: int) -> None:
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        bad = int(ids.max()) if ids.max() >= vocab_size else int(ids.min())
-        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
 
 
 def make_tokenizer(kind: str = "byte", docs: Iterable[str] | None = None, vocab_size: int = 4096) -> Tokenizer:
