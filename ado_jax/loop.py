@@ -55,7 +55,6 @@ def eval_record(step: int, model, batches: dict, names: tuple, sizes: dict, eval
     return {"step": step, "eval_loss": losses, **aggregate(losses, sizes, eval_only)}
 
 
-
 def _check_resume(cfg: Config, ckpt, start: int, opts: RunOptions) -> tuple[dict, Config | None]:
     """The accepted config changes since checkpoint ``start`` (``run_dir.check_resume``), and,
     with ``--reset-mixer``, the stored config (the mixer state is restored in the old mixer's
