@@ -65,6 +65,7 @@ class Checkpointer:
         self.directory = epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._verified: set[int] = set()  # a resume reads the config, then the arrays: hash the files once
 
     def latest_step(self) -> int | None:
         """The newest *complete* checkpoint's step, or None."""
@@ -100,6 +101,7 @@ class Checkpointer:
         naming the path; the save's temporary folder is never listed, so the previous
         checkpoint stays the latest."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(flatten_state(state)), config=ocp.args.JsonSave(config))
+        self._verified.discard(step)  # rewritten: its files are new
         quiet = _DropThreadTracebacks()
         logging.getLogger("absl").addFilter(quiet)
         try:
@@ -121,9 +123,10 @@ class Checkpointer:
             os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
 
     def verify(self, step: int) -> None:
-        """Raises ValueError naming the first file of checkpoint ``step`` whose bytes changed or vanished."""
+        """Raises ValueError naming the first file of checkpoint ``step`` whose bytes changed or vanished
+        (once per step and Checkpointer: ``config`` then ``restore`` hash the files once)."""
         step_dir = self._local_step_dir(step)
-        if not step_dir or not os.path.exists(os.path.join(step_dir, CHECKSUMS)):
+        if step in self._verified or not step_dir or not os.path.exists(os.path.join(step_dir, CHECKSUMS)):
             return  # object stores (and checkpoints from before checksums) are trusted as is
         with open(os.path.join(step_dir, CHECKSUMS)) as f:
             want = json.load(f)
@@ -133,6 +136,7 @@ class Checkpointer:
                 what = "is missing" if rel not in have else "does not match its checksum"
                 raise ValueError(f"checkpoint {step_dir} is corrupted: {rel} {what}; move that folder out of "
                                  f"{self.directory} to resume from the previous checkpoint")
+        self._verified.add(step)
 
     def config(self, step: int) -> dict:
         """The config dict stored with checkpoint ``step`` (read alone, without the arrays; the
