@@ -181,6 +181,23 @@ class Checkpointer:
         static = eqx.filter(abstract_state, is_leaf_array, inverse=True)
         return eqx.combine(state_arrays, static), restored.config
 
+    def restore_arrays(self, target: dict, step: int) -> dict:
+        """Some arrays of checkpoint ``step`` as host numpy arrays, without the rest of the state.
+
+        ``target``: ``{checkpoint key: jax.ShapeDtypeStruct}``, keys as ``flatten_state`` names
+        them (``model_embed``, ``model_blocks_wq``, ...). Returns ``{key: np.ndarray}``. Used by
+        ``ado-jax export``, which needs the model but not the data, mixer or optimizer."""
+        import numpy as np
+
+        self.verify(step)
+        restore_args = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in target}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                target, restore_args=restore_args, partial_restore=True)))
+        except Exception as e:
+            raise ValueError(self._unreadable(step, e)) from e
+        return dict(restored.state)
+
     def close(self) -> None:
         """Waits for pending saves and releases the checkpoint manager."""
         self.manager.close()

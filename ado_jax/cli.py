@@ -1,7 +1,7 @@
 """The ``ado-jax`` command: ``train`` (or resume) a run, or a synthetic task with ``train --task``;
 ``eval`` a run's latest checkpoint on held-out data; ``plot`` a run's figures; ``compare`` the final
-per-domain eval losses of several runs; ``corpus build`` the built-in corpus or ``corpus encode``
-your own text folders.
+per-domain eval losses of several runs; ``export`` a checkpoint as a Hugging Face one; ``corpus
+build`` the built-in corpus or ``corpus encode`` your own text folders.
 
 Exit codes: 0 done (also after SIGTERM, with a checkpoint saved); 2 bad input, a busy run
 directory, a refused config change, not enough memory or a file-system error (one line on
@@ -102,8 +102,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Writes a run's checkpoint as a Hugging Face checkpoint folder (``ado_jax.hf_checkpoint``); prints JSON."""
+    from ado_jax.hf_checkpoint import export_run
+
+    print(json.dumps(export_run(args.run_dir, args.out, args.step, args.force)))
+    return 0
+
+
 def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
-    """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare.
+    """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare, export.
 
     ``field_help``: list every config field under ``train --help`` / ``eval --help`` (that
     imports the mixers, hence JAX; ``main`` asks for it only when help is requested).
@@ -144,6 +152,17 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--against", nargs="+", metavar="RUN_DIR",
                    help="a second arm's runs: print RUN_DIRs minus these, paired by train.seed, with 95%% intervals")
     p.set_defaults(fn=cmd_compare)
+    p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face checkpoint folder",
+                       description="Writes config.json, model.safetensors (float32) and the run's tokenizer (a BPE or "
+                       "Hugging Face corpus tokenizer) into --out, which transformers' "
+                       "AutoModelForCausalLM.from_pretrained loads: LlamaForCausalLM, or Qwen3ForCausalLM for a "
+                       "model.qk_norm model. Needs only safetensors (pip install 'ado-jax[hf]').")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=["hf"], default="hf", help="checkpoint format (only hf: Hugging Face)")
+    p.add_argument("--out", required=True, help="output folder; written whole into a temporary sibling, then renamed")
+    p.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--force", action="store_true", help="replace --out when it exists and is not empty")
+    p.set_defaults(fn=cmd_export)
 
     from ado_jax.data import corpus_cli
 

@@ -44,6 +44,9 @@ class TrainConfig:
     b2: float = _f(0.95, "AdamW beta2")
     grad_clip: float = _f(1.0, "global-norm gradient clipping threshold (0 disables)")
     seed: int = _f(0, "seed for model init, data sampling and the mixer")
+    init_from: str = _f("", "a local Hugging Face Llama (or Qwen3, for model.qk_norm) checkpoint folder "
+                            "(config.json + safetensors) whose weights start a new run; the model section must "
+                            "match its config.json; a resume ignores it (the run's own checkpoint)")
     log_every: int = _f(1, "fetch metrics to the host and append them to metrics.jsonl every N steps")
     eval_every: int = _f(50, "per-domain held-out evaluation every N steps (0 disables)")
     eval_batches: int = _f(2, "held-out batches per domain in each evaluation")

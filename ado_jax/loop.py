@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from ado_jax import checkpoint, memory, metric_sinks, run_dir as run_dirs, sharding, train
+from ado_jax import checkpoint, hf_checkpoint, memory, metric_sinks, run_dir as run_dirs, sharding, train
 from ado_jax.config import Config, config_from_dict, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
@@ -117,6 +117,9 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
         probe = run_path / "checkpoints" / ".write_probe"
         probe.write_text("")
         probe.unlink()
+    if cfg.train.init_from and not start:  # before the data and the state: a mismatch fails at once
+        hf_checkpoint.check_model_config(cfg.model, hf_checkpoint.read_config(cfg.train.init_from),
+                                         cfg.train.init_from)
     if start >= cfg.train.steps:
         records = [r for r in read_metrics(run_path / "metrics.jsonl") if "loss" in r]
         if lead:
@@ -142,6 +145,8 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
         state = eqx.tree_at(lambda s: s.mixer_state, restored, state.mixer_state)
     elif start:
         state, _ = ckpt.restore(state, shardings, start)
+    elif cfg.train.init_from:  # the optimizer state's init does not depend on the weights' values
+        state = eqx.tree_at(lambda s: s.model, state, hf_checkpoint.load_model(cfg.train.init_from, state.model))
     loader.start(state.stream_state)
     log = metric_sinks.Tee(MetricsLog(run_path, start, enabled=lead), cfg, run_path)  # + TensorBoard / W&B
     if lead:
@@ -151,6 +156,10 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
               f"{est['param_count'] / 1e6:.2f}M parameters | {jax.device_count()} {jax.default_backend()} "
               f"device(s), mesh data x fsdp x tensor = {mesh_txt} | mixer {cfg.mixer.name} | about "
               f"{est['total'] / 2**20:,.0f} MiB per device", flush=True)
+        if cfg.train.init_from:
+            print(f"train.init_from={cfg.train.init_from}: " + (
+                f"ignored, resuming from this run's own checkpoint at step {start}" if start else
+                "weights loaded from that Hugging Face checkpoint"), flush=True)
         if changes:
             print(f"config changes accepted at step {start}: {run_dirs.show_changes(changes)} "
                   f"(history in {run_path / run_dirs.HISTORY})", flush=True)

@@ -7,9 +7,10 @@
   that process is gone, or pass ``--break-lock``. A second process refuses with one line naming
   the holder.
 * ``check_resume``: the stored config against the new one. Fields that only steer the loop (steps,
-  cadences, the mesh, the metric sinks) may change; optimizer hyperparameters may change with ``--allow-change``; the
-  mixer with ``--reset-mixer`` (a fresh mixer from its ``init``); everything else (model shape,
-  vocabulary, data, batch shape, seed) is refused with the list of differing fields.
+  cadences, the mesh, the metric sinks, ``train.init_from``, which only a new run reads) may change;
+  optimizer hyperparameters may change with ``--allow-change``; the mixer with ``--reset-mixer`` (a
+  fresh mixer from its ``init``); everything else (model shape, vocabulary, data, batch shape,
+  seed) is refused with the list of differing fields.
 * ``record_config``: ``config.json`` is the config in force; every change is appended, with the
   step and the differing fields, to ``config_history.jsonl``, never rewritten silently.
 """
@@ -28,7 +29,8 @@ LOCK = "run.lock"
 HISTORY = "config_history.jsonl"
 # Fields that steer only the loop: changing them on resume changes nothing already computed.
 FREE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.ckpt_every",
-        "train.keep_ckpts", "train.progress", "train.max_skipped_in_row", "data.prefetch", "mesh.", "log.")
+        "train.keep_ckpts", "train.progress", "train.max_skipped_in_row", "train.init_from", "data.prefetch", "mesh.",
+        "log.")
 # The optimizer's hyperparameters: they change the run from here on, but not the state's shape.
 OPTIMIZER = ("train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.decay_steps", "train.weight_decay",
              "train.b1", "train.b2", "train.grad_clip")

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.run_log", ()),                         # metrics.jsonl read and write: a leaf
     ("ado_jax.run_control", ()),                     # run flags, stop signals, exit codes: a leaf
     ("ado_jax.checkpoint", ("ado_jax.run_dir",)),    # saves any pytree; train uses its leaf test
+    ("ado_jax.hf_checkpoint", ("ado_jax.models", "ado_jax.checkpoint")),  # HF Llama files in and out
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
     ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log")),
