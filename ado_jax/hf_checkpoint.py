@@ -229,21 +229,21 @@ def load_model(directory: str, model):
     return with_arrays(model, from_hf(tensors, model.cfg, directory))
 
 
-def _tokenizer_files(stored: dict) -> tuple[dict, dict]:
-    """``({file in the export: source path}, tokenizer_config)`` for the run's corpus tokenizer;
-    empty for the byte tokenizers (builtin data, ``corpus --tokenizer byte``), which HF has no file for."""
+def _tokenizer_files(stored: dict) -> tuple[dict, dict, dict]:
+    """For the run's corpus tokenizer: ``({export name: source path}, tokenizer_config.json,
+    {"eos_token_id", "bos_token_id"})``; no files for byte tokenizers, which HF has no file for."""
     data = stored.get("data", {})
     path = os.path.join(data.get("corpus_dir", ""), "tokenizer.json")
     if data.get("source") != "corpus" or not os.path.exists(path):
-        return {}, {}
+        return {}, {}, {}
     with open(path) as f:
         tok = json.load(f)
+    ids = {"eos_token_id": tok.get("eos_id"), "bos_token_id": tok.get("bos_id")}
     if tok.get("kind") not in ("bpe", "hf"):
-        return {}, {"eos_id": tok.get("eos_id")}
-    eos = tok.get("eos_token", "<|endoftext|>")
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": tok.get("bos_token"),
-              "eos_id": tok.get("eos_id"), "bos_id": tok.get("bos_id")}
-    return {"tokenizer.json": os.path.join(data["corpus_dir"], tok["file"])}, config
+        return {}, {}, ids
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tok.get("eos_token", "<|endoftext|>"),
+              "bos_token": tok.get("bos_token")}
+    return {"tokenizer.json": os.path.join(data["corpus_dir"], tok["file"])}, config, ids
 
 
 def _check_out(out: str, force: bool) -> str:
@@ -253,50 +253,43 @@ def _check_out(out: str, force: bool) -> str:
     return out
 
 
-def write_dir(out: str, files: dict, force: bool = False) -> None:
-    """Writes ``{relative name: bytes | source path | (tensors dict,)}`` into ``out`` atomically: all
-    into a temporary sibling folder, renamed into place once complete; a non-empty ``out`` is
-    replaced only with ``force``."""
-    save_file = _safetensors().save_file
+def write_dir(out: str, fill, force: bool = False) -> None:
+    """Runs ``fill(folder)`` on a temporary sibling of ``out`` and renames it to ``out`` once it
+    returns: ``out`` is never half-written. A non-empty ``out`` is replaced only with ``force``."""
     out = _check_out(out, force)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    parent, name = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp, old = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent), None
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp's folder is private; the export is an ordinary one
-        for name, what in files.items():
-            dest = os.path.join(tmp, name)
-            if isinstance(what, tuple):
-                save_file(what[0], dest, metadata={"format": "pt"})
-            elif isinstance(what, bytes):
-                with open(dest, "wb") as f:
-                    f.write(what)
-            else:
-                shutil.copyfile(what, dest)
-            os.chmod(dest, 0o644)
-        old = None
+        fill(tmp)
+        for f in os.listdir(tmp):  # mkdtemp's folder is private; the export is an ordinary one
+            os.chmod(os.path.join(tmp, f), 0o644)
+        os.chmod(tmp, 0o755)
         if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-            os.replace(out, os.path.join(old, "x"))
+            old = os.path.join(tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent), name)
+            os.replace(out, old)
         os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old)
     except BaseException:
+        if old and not os.path.exists(out):
+            os.replace(old, out)  # put the previous folder back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old:
+            shutil.rmtree(os.path.dirname(old), ignore_errors=True)
 
 
 def export_run(run_dir: str, out: str, step: int | None = None, force: bool = False) -> dict:
-    """Writes checkpoint ``step`` (default: the latest) of the run in ``run_dir`` as an HF
-    checkpoint folder ``out``: ``config.json``, ``model.safetensors`` (float32) and, when the run's
-    corpus has a BPE or HF tokenizer, ``tokenizer.json`` + ``tokenizer_config.json``. Returns
-    ``{"out", "step", "architecture", "tokenizer"}``."""
+    """Writes checkpoint ``step`` (default: the latest) of the run in ``run_dir`` as the HF folder
+    ``out``: ``config.json``, ``model.safetensors`` (float32) and, for a corpus with a BPE or HF
+    tokenizer, ``tokenizer.json`` + ``tokenizer_config.json``. Returns ``{"out", "step",
+    "architecture", "tokenizer"}``."""
     import equinox as eqx
     import jax
+    from etils import epath
 
     from ado_jax.checkpoint import Checkpointer, _key, is_leaf_array
     from ado_jax.models.llama import Llama
-
-    from etils import epath
 
     out = _check_out(out, force)  # before reading anything
     if not (epath.Path(run_dir) / "checkpoints").is_dir():
@@ -311,18 +304,25 @@ def export_run(run_dir: str, out: str, step: int | None = None, force: bool = Fa
         names = {f.name for f in dataclasses.fields(ModelConfig)}
         cfg = ModelConfig(**{k: v for k, v in stored["model"].items() if k in names})
         abstract = eqx.filter(eqx.filter_eval_shape(Llama, cfg, jax.random.PRNGKey(0)), is_leaf_array)
-        paths = jax.tree_util.tree_flatten_with_path(abstract)[0]
-        target = {"model_" + _key(p): jax.ShapeDtypeStruct(x.shape, x.dtype) for p, x in paths}
+        paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]]
+        target = {"model_" + _key(p): x for p, x in zip(paths, jax.tree.leaves(abstract))}
         restored = ckpt.restore_arrays(target, step)
     finally:
         ckpt.close()
-    arrays = {jax.tree_util.keystr(p).lstrip("."): restored["model_" + _key(p)] for p, _ in paths}
-    tok_files, tok = _tokenizer_files(stored)
-    config = hf_config(cfg, tok.pop("eos_id", None), tok.pop("bos_id", None))
-    files = {"config.json": json.dumps(config, indent=1).encode(), "model.safetensors": (to_hf(arrays, cfg),),
-             **tok_files}
-    if tok_files:
-        files["tokenizer_config.json"] = json.dumps(tok, indent=1).encode()
-    write_dir(out, files, force)
+    arrays = {jax.tree_util.keystr(p).lstrip("."): restored["model_" + _key(p)] for p in paths}
+    tok_files, tok_config, ids = _tokenizer_files(stored)
+    config = hf_config(cfg, ids.get("eos_token_id"), ids.get("bos_token_id"))
+
+    def fill(folder):
+        _safetensors().save_file(to_hf(arrays, cfg), os.path.join(folder, "model.safetensors"),
+                                 metadata={"format": "pt"})
+        for file, text in (("config.json", config), ("tokenizer_config.json", tok_config if tok_files else None)):
+            if text is not None:
+                with open(os.path.join(folder, file), "w") as f:
+                    json.dump(text, f, indent=1)
+        for file, source in tok_files.items():
+            shutil.copyfile(source, os.path.join(folder, file))
+
+    write_dir(out, fill, force)
     return {"out": out, "step": step, "architecture": config["architectures"][0],
             "tokenizer": "tokenizer.json" if tok_files else None}
