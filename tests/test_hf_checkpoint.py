@@ -179,7 +179,7 @@ def test_exported_model_gives_our_logits_in_transformers(tmp_path, case):
     assert delta <= 1e-4
 
 
-def test_init_from_starts_a_run_with_the_checkpoints_first_step_loss(tmp_path):
+def test_init_from_starts_a_run_with_the_checkpoints_first_step_loss(tmp_path, capsys):
     """A run with train.init_from: its first step's loss is transformers' loss on the same batch."""
     import torch
 
@@ -194,7 +194,10 @@ def test_init_from_starts_a_run_with_the_checkpoints_first_step_loss(tmp_path):
             f"train.init_from={tmp_path / 'hf'}"]
     args = ["train", "--config", "tiny", "--steps", "1", "--run-dir", str(tmp_path / "run")]
     flags = [x for s in sets for x in ("--set", s)]
+    assert cli.main(args + flags[:-1] + [f"train.init_from={tmp_path / 'absent'}"]) == 2
+    assert "absent: no such directory" in capsys.readouterr().err
     assert cli.main(args + flags) == 2  # rope_theta / norm_eps of the tiny preset differ: refused, named
+    assert "model.rope_theta=10000.0 but the checkpoint has 500.0" in capsys.readouterr().err
     sets += ["model.rope_theta=500.0", "model.norm_eps=1e-06"]
     flags = [x for s in sets for x in ("--set", s)]
     assert cli.main(args + flags) == 0
@@ -209,7 +212,8 @@ def test_init_from_starts_a_run_with_the_checkpoints_first_step_loss(tmp_path):
     logits = torch.tensor(_hf_logits(tmp_path / "hf", batch["inputs"]))
     targets = torch.tensor(np.asarray(batch["targets"], np.int64))
     want = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1)).item()
-    print(f"first-step loss: ours {loss:.7f}, transformers {want:.7f}, |delta| {abs(loss - want):.3g}")
+    with capsys.disabled():
+        print(f"first-step loss: ours {loss:.7f}, transformers {want:.7f}, |delta| {abs(loss - want):.3g}")
     assert abs(loss - want) <= 1e-5, (loss, want)
     hfc.export_run(str(tmp_path / "run"), str(tmp_path / "back"), step=1)  # lr warms up from 0: unchanged
     _, a = hfc.read_hf_dir(str(tmp_path / "hf"))
