@@ -188,8 +188,12 @@ def _read_file(path: str) -> dict:
             header = json.loads(f.read(n))
         data = np.memmap(path, np.uint8, mode="r", offset=8 + n)
         kinds = {"BF16": ml_dtypes.bfloat16, "F32": np.float32, "F16": np.float16}
+        header.pop("__metadata__", None)
+        bad = sorted({v["dtype"] for v in header.values()} - set(kinds))
+        if bad:
+            raise ValueError(f"{path}: tensors of dtype {bad} are not supported (float32, float16, bfloat16 are)")
         return {k: data[v["data_offsets"][0]:v["data_offsets"][1]].view(kinds[v["dtype"]]).reshape(v["shape"])
-                for k, v in header.items() if k != "__metadata__"}
+                for k, v in header.items()}
 
 
 def read_config(directory: str) -> dict:

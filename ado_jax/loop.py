@@ -81,7 +81,9 @@ def run(cfg: Config, run_dir: str, opts: RunOptions = RunOptions()) -> dict:
     evaluation's ``eval_loss`` and aggregates).
 
     ``cfg`` is not changed: the run uses (and writes to ``config.json`` and every checkpoint) a
-    copy with ``model.vocab_size`` resolved from the data when it is 0. The training data is one
+    copy with ``model.vocab_size`` resolved from the data when it is 0. A new run with
+    ``train.init_from`` starts from that Hugging Face checkpoint's weights (``ado_jax.hf_checkpoint``;
+    the model config must match it); a resume ignores it. The training data is one
     ``Loader`` (``ado_jax.data.base``), sampled in the step or on the host per ``data.loader``.
     Raises ``RunStopped`` after Ctrl-C (checkpoint saved) or a stuck run, ``run_dir.RunDirBusy``
     when another process holds the directory, ``run_dir.ConfigChanged`` for a refused config
