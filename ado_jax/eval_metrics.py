@@ -15,7 +15,9 @@ differently, and the aggregate decides which mixer "wins":
   validation sets (SlimPajama, FineWeb).
 
 ``paired_interval`` turns per-seed differences between two arms into a mean with a Student-t
-95 % interval, the form in which ``ado-jax compare --against`` and the experiments report results.
+95 % interval, the form in which ``ado-jax compare --against`` and the experiments report results;
+``paired_median_ratio`` does the same for a ratio of medians of heavy-tailed, possibly censored
+per-seed times (steps to a threshold; the synthetic-task experiments).
 """
 
 from __future__ import annotations
@@ -76,3 +78,27 @@ def paired_interval(diffs: Sequence[float]) -> tuple[float, float, int]:
         return float(x[0]), math.nan, 1
     t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
     return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(n)), n
+
+
+def paired_median_ratio(a_S, b_S, num_boot: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """``median(a) / median(b)`` of paired per-seed times ``a_S, b_S: [S]`` (e.g. steps to a
+    threshold, seed ``i`` of both arms sharing its init and data keys) and its paired bootstrap
+    95 % interval: each resample draws seed indices once for both arms.
+
+    NaN or inf in either arm means "never reached" (censored: slower than the run) and counts as
+    inf, so the ratio or a bound can be inf (or 0); medians and percentiles are order statistics
+    (no interpolation), which keeps that well defined. ``inf / inf`` (both censored) counts as inf,
+    no speedup. Returns ``(ratio, lo, hi)``.
+    """
+    a = np.where(np.isfinite(a_S), a_S, np.inf).astype(np.float64)
+    b = np.where(np.isfinite(b_S), b_S, np.inf).astype(np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need two equal-length non-empty [S] arrays, got shapes {a.shape} and {b.shape}")
+    med = lambda x, axis=None: np.quantile(x, 0.5, axis=axis, method="lower")
+    idx_RS = np.random.default_rng(seed).integers(0, a.size, (num_boot, a.size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = med(a) / med(b)
+        r_R = med(a[idx_RS], axis=1) / med(b[idx_RS], axis=1)
+    ratio = np.inf if np.isnan(ratio) else float(ratio)
+    r_R = np.where(np.isnan(r_R), np.inf, r_R)
+    return ratio, float(np.quantile(r_R, 0.025, method="lower")), float(np.quantile(r_R, 0.975, method="higher"))

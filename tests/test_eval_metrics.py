@@ -8,7 +8,7 @@ import pytest
 
 from ado_jax import cli
 from ado_jax.compare import compare
-from ado_jax.eval_metrics import aggregate, paired_interval
+from ado_jax.eval_metrics import aggregate, paired_interval, paired_median_ratio
 
 
 def test_aggregates_weigh_domains_as_each_paper_does():
@@ -30,6 +30,19 @@ def test_paired_interval_matches_the_t_formula():
     assert half == pytest.approx(4.303 * np.std(d, ddof=1) / math.sqrt(3))
     assert paired_interval([0.5])[1] != paired_interval([0.5])[1]  # NaN: no spread from one pair
     assert paired_interval([math.nan, 1.0, 2.0])[2] == 2
+
+
+def test_paired_median_ratio_pairs_seeds_and_keeps_censored_runs_slow():
+    base = np.array([1000.0, 2000, 4000, 8000, 3000, 5000, 6000, 7000])
+    ratio, lo, hi = paired_median_ratio(base / 2, base)  # every seed twice as fast
+    assert ratio == lo == hi == 0.5  # paired resamples: the halving holds in each one
+    r, lo, hi = paired_median_ratio(np.roll(base, 3), base)  # same times, scrambled pairing
+    assert r == 1.0 and lo < 1.0 < hi
+    never = np.array([np.nan] * 5 + [1000.0] * 3)  # most seeds never reached the threshold
+    r, lo, hi = paired_median_ratio(never, base)
+    assert r == np.inf and hi == np.inf and lo < np.inf  # censored = slower, not dropped
+    with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
+        paired_median_ratio(np.ones(3), np.ones(2))
 
 
 def _run(path, seed, mixer, mean, ood):
