@@ -26,6 +26,7 @@ def _atomic_write(path: str, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     os.close(fd)
     write(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are shared results
     os.replace(tmp, path)
 
 

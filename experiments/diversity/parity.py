@@ -7,6 +7,8 @@ the full 50k-step run (1e6), as in §4.1. We run 20k steps (learning happens in 
 and evaluate every 250 steps on 2048 fresh points. Each figure's JSON records median
 steps-to-90 %-accuracy, the per-seed range, and the paired bootstrap interval of the ratio to
 its baseline (common.summarize). Rerunning skips figures already saved with the same settings.
+Wall time on 2 idle cores, 16 seeds: ~30 s per figure for 2, 4, 5, 7, 10 and sam (~2.5 min
+together); "select" ~10 min (one core: the 20k-domain upsampling mixer).
 
 Figures: 2 (gradient bias), 4 (subsample rho), 5 (Zipf over batches), 7 (curriculum),
 10 (staircase), plus "sam" (SAM, from "Data Distribution as a Lever for Guiding Optimizers
