@@ -102,14 +102,16 @@ def save(name: str, title: str, steps, curves: dict, metric: str, threshold: flo
     return summary
 
 
-def done(name: str, meta: dict) -> bool:
-    """Whether ``results/<name>.json`` already holds a run with exactly these settings (``meta``),
-    so that rerunning a figure script after a crash or Ctrl-C skips the finished figures."""
+def done(name: str, settings: dict) -> bool:
+    """Whether ``results/<name>.json`` already holds a run with exactly these ``settings`` (saved as
+    ``meta["settings"]``), so that rerunning a figure script after a crash or Ctrl-C skips the
+    finished figures."""
     path = os.path.join(OUT, name + ".json")
     if not os.path.exists(path):
         return False
     with open(path) as f:
-        same = json.load(f).get("meta", {}).get("settings") == json.loads(json.dumps(meta))
+        # through JSON so that tuples compare equal to the lists they are saved as
+        same = json.load(f).get("meta", {}).get("settings") == json.loads(json.dumps(settings))
     if same:
         print(f"{name}: done with these settings, skipped (delete {path} to rerun)", flush=True)
     return same
