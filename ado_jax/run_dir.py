@@ -2,10 +2,11 @@
 
 * ``RunLock``: an exclusive lock on ``RUN_DIR``. Local disks: ``fcntl.flock`` on
   ``RUN_DIR/run.lock`` (released by the kernel when the process dies, so it is never stale).
-  ``gs://``: a ``run.lock`` object holding host, pid and start time; object stores have no lock, so
-  a killed process leaves it behind: delete it (``gsutil rm RUN_DIR/run.lock``) once you are sure
-  that process is gone, or pass ``--break-lock``. A second process refuses with one line naming
-  the holder.
+  ``gs://``: a ``run.lock`` object holding host, pid and start time, created only if absent
+  (``ifGenerationMatch=0``: of two launches at the same instant exactly one wins) and deleted only
+  by the process that created that generation. A killed process leaves it behind: delete it
+  (``gsutil rm RUN_DIR/run.lock``) once you are sure that process is gone, or pass
+  ``--break-lock``. A second process refuses with one line naming the holder.
 * ``check_resume``: the stored config against the new one. Fields that only steer the loop (steps,
   cadences, the mesh, the metric sinks, ``train.init_from``, which only a new run reads) may change;
   optimizer hyperparameters may change with ``--allow-change``; the mixer with ``--reset-mixer`` (a
@@ -22,8 +23,11 @@ import errno
 import json
 import os
 import socket
+import sys
 
 from etils import epath
+
+from ado_jax import storage
 
 LOCK = "run.lock"
 HISTORY = "config_history.jsonl"
@@ -65,6 +69,7 @@ class RunLock:
         self.path = run_dir / LOCK
         self.remote = "://" in str(run_dir) if object_store is None else object_store
         self.fd = None
+        self.generation = None
         if self.remote:
             self._acquire_object(break_lock)
         else:
@@ -86,17 +91,33 @@ class RunLock:
         self.fd = fd
 
     def _acquire_object(self, break_lock: bool) -> None:
-        if self.path.exists() and not break_lock:
-            raise RunDirBusy(f"run dir {self.path.parent} is locked by {_describe(self.path.read_text())} "
-                             f"({self.path}); if that process is gone, delete the lock object or rerun with "
-                             "--break-lock")
-        self.path.write_text(json.dumps(_holder()))
+        # Create-if-absent (ifGenerationMatch=0): of two launches at the same instant exactly one
+        # creates the object; the other reads who holds it.
+        holder = json.dumps(_holder())
+        try:
+            self.generation = storage.create_exclusive(self.path, holder)
+            return
+        except FileExistsError:
+            info = storage.read_text(self.path) or ""
+        if not break_lock:
+            raise RunDirBusy(f"run dir {self.path.parent} is locked by {_describe(info)} ({self.path}); if that "
+                             "process is gone, delete the lock object or rerun with --break-lock")
+        stale = storage.generation(self.path)
+        storage.delete_if_generation(self.path, stale)
+        print(f"--break-lock: took over {self.path} from {_describe(info)}", file=sys.stderr)
+        try:
+            self.generation = storage.create_exclusive(self.path, holder)
+        except FileExistsError:  # another process broke it first
+            raise RunDirBusy(f"run dir {self.path.parent} was taken over by "
+                             f"{_describe(storage.read_text(self.path) or '')} while breaking its lock") from None
 
     def release(self) -> None:
-        """Releases the lock (local: closes the locked file; gs://: deletes the lock object)."""
+        """Releases the lock (local: closes the locked file; object store: deletes the lock object
+        if it is still this process's generation, so a holder that took over is never unlocked)."""
         if self.remote:
-            if self.path.exists():
-                self.path.unlink()
+            if not storage.delete_if_generation(self.path, self.generation) and storage.generation(self.path):
+                print(f"warning: {self.path} was taken over by another process (--break-lock); left in place",
+                      file=sys.stderr)
         elif self.fd is not None:
             os.close(self.fd)  # closing releases the flock
             self.fd = None
@@ -156,23 +177,16 @@ def check_resume(old: dict, new: dict, step: int, allow_change: bool = False, re
 
 
 def record_config(run_dir: epath.Path, config: dict, step: int, changes: dict | None) -> None:
-    """Writes ``config.json`` (atomically) and, when ``changes`` is non-empty, appends the change
-    (``{"step", "time", "changed": {key: [old, new]}}``) to ``config_history.jsonl``."""
+    """Writes ``config.json`` (atomically: a renamed temporary file, or one upload to an object
+    store) and, when ``changes`` is non-empty, appends the change (``{"step", "time", "changed":
+    {key: [old, new]}}``) to ``config_history.jsonl``."""
     path = run_dir / "config.json"
     if changes:
         entry = {"step": step, "time": _holder()["started"], "changed": {k: list(v) for k, v in changes.items()}}
-        hist = run_dir / HISTORY
-        text = hist.read_text() if hist.exists() else ""
-        _atomic_write(hist, text + json.dumps(entry) + "\n")
+        storage.append_text(run_dir / HISTORY, json.dumps(entry) + "\n")
     elif path.exists() and json.loads(path.read_text()) == config:
         return
-    _atomic_write(path, json.dumps(config, indent=1))
-
-
-def _atomic_write(path: epath.Path, text: str) -> None:
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    storage.write_text(path, json.dumps(config, indent=1))
 
 
 def os_error_message(e: OSError) -> str:

@@ -17,6 +17,8 @@ import time
 
 from etils import epath
 
+from ado_jax import storage
+
 
 def parse_lines(text: str, path) -> list[dict]:
     """The records of ``metrics.jsonl`` text; a partial last line is dropped with a warning.
@@ -69,7 +71,10 @@ class MetricsLog:
         self.enabled = enabled
         self.lines: list[str] = []
         self.last_matrices: dict = {}
-        if not (enabled and self.path.exists()):
+        if not enabled:
+            return
+        storage.remove_parts(self.path)  # part objects a crash left inside an append (gs://)
+        if not self.path.exists():
             return
         text = self.path.read_text()
         records = parse_lines(text, self.path)
@@ -91,21 +96,16 @@ class MetricsLog:
             self._write_all()
 
     def _write_all(self) -> None:
-        tmp = self.path.parent / (self.path.name + ".tmp")
-        tmp.write_text("".join(self.lines))
-        tmp.replace(self.path)
+        storage.write_text(self.path, "".join(self.lines))
 
     def write(self, records: list[dict]) -> None:
-        """Appends ``records`` as whole JSON lines (rewrites the file on gs://; no-op when disabled).
+        """Appends ``records`` as whole JSON lines (no-op when disabled).
 
-        One ``write`` call per batch of lines; a failed write (a full disk) leaves at most one
-        partial last line, which the next reader drops."""
+        One ``write`` call per batch of lines, uploading only those lines on ``gs://`` (a part
+        object composed onto ``metrics.jsonl``: ``ado_jax.storage.append_text``); a failed local
+        write (a full disk) leaves at most one partial last line, which the next reader drops."""
         if not self.enabled or not records:
             return
         new = [json.dumps(r) + "\n" for r in records]
         self.lines += new
-        if str(self.path).startswith("gs://"):
-            self._write_all()  # object stores cannot append
-        else:
-            with open(self.path, "a") as f:
-                f.write("".join(new))
+        storage.append_text(self.path, "".join(new))

@@ -152,14 +152,17 @@ def test_missing_folder_and_bias_tensors_are_refused(tmp_path):
 
 # --- parity with transformers (needs torch and transformers: the `hf` extra) ---
 
+def _torch():
+    return pytest.importorskip("torch", reason="parity tests need torch (pip install torch==<version> CPU build)")
+
+
 def _transformers():
-    pytest.importorskip("torch", reason="parity tests need torch (pip install torch==<version> CPU build)")
+    _torch()
     return pytest.importorskip("transformers", reason="parity tests need transformers (pip install 'ado-jax[hf]')")
 
 
 def _hf_logits(directory, tokens):
-    import torch
-
+    torch = _torch()
     model = _transformers().AutoModelForCausalLM.from_pretrained(str(directory))  # float32: config.json
     assert model.dtype == torch.float32
     with torch.no_grad():
@@ -181,8 +184,7 @@ def test_exported_model_gives_our_logits_in_transformers(tmp_path, case):
 
 def test_init_from_starts_a_run_with_the_checkpoints_first_step_loss(tmp_path, capsys):
     """A run with train.init_from: its first step's loss is transformers' loss on the same batch."""
-    import torch
-
+    torch = _torch()  # skips, with the reason, where the hf extra's torch is not installed
     _transformers()
     from ado_jax.config import load_config
     from ado_jax.data import setup as data_setup

@@ -1,0 +1,162 @@
+"""A run's small files on local disk or in an object store, each written the way its medium makes atomic.
+
+A local file is replaced by a temporary sibling and ``os.replace``: a reader sees the old bytes or
+the new, never half. An object store (``gs://`` and any other ``scheme://`` that fsspec opens)
+has no rename (gcsfs turns one into a copy and a delete), but a single upload is already atomic,
+so objects are written in place:
+
+* ``write_text``: one upload (local: temporary file + ``os.replace``).
+* ``append_text``: local: an append. ``gs://``: the new bytes go up as a small part object that
+  is *composed* onto the end of the object server-side and then deleted, so each append costs
+  O(new bytes), not a rewrite of the whole file (``metrics.jsonl`` over a 60,000-step run).
+* ``create_exclusive`` / ``delete_if_generation``: a create-if-absent (``ifGenerationMatch=0``)
+  and a delete by the holder of one generation: the run-directory lock.
+
+gcsfs retries 429/5xx answers and dropped connections with exponential backoff on its own.
+With ``STORAGE_EMULATOR_HOST`` set (a GCS API server on localhost, as in the tests), gcsfs's
+experimental zonal-bucket probe (a gRPC call the emulators do not answer, 60 s a bucket) is
+turned off unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+if os.environ.get("STORAGE_EMULATOR_HOST"):  # before gcsfs is imported: it reads this once
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def is_object_store(path) -> bool:
+    """True for ``scheme://`` paths (``gs://bucket/run``), False for local paths."""
+    return "://" in str(path)
+
+
+def filesystem(path):
+    """``(fsspec filesystem, path within it)`` for an object-store ``path``, listing cache off
+    (another process may have written since: a lock or a resume must see the store as it is)."""
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(str(path), use_listings_cache=False, skip_instance_cache=False)
+    return fs, inner
+
+
+def write_text(path, text: str) -> None:
+    """Replaces the file at ``path`` with ``text``, atomically: local by a temporary sibling and
+    ``os.replace``, in an object store by one upload."""
+    data = text.encode()
+    if is_object_store(path):
+        fs, inner = filesystem(path)
+        fs.pipe_file(inner, data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_text(path) -> str | None:
+    """The text at ``path``, or None when there is no such file or object."""
+    try:
+        if is_object_store(path):
+            fs, inner = filesystem(path)
+            return fs.cat_file(inner).decode()
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def append_text(path, text: str) -> None:
+    """Appends ``text`` to the file at ``path`` (created when absent), uploading only ``text``.
+
+    Local: an ``open(..., "a")`` write. ``gs://``: a part object composed onto the end of ``path``
+    and deleted (a crash between the compose and the delete leaves a part named
+    ``<name>.part-*`` that ``remove_parts`` clears). Other object stores, which have no compose,
+    rewrite the whole object."""
+    if not text:
+        return
+    if not is_object_store(path):
+        with open(path, "a") as f:
+            f.write(text)
+        return
+    fs, inner = filesystem(path)
+    if not fs.exists(inner):
+        fs.pipe_file(inner, text.encode())
+        return
+    if not hasattr(fs, "merge"):
+        fs.pipe_file(inner, fs.cat_file(inner) + text.encode())
+        return
+    part = f"{inner}.part-{uuid.uuid4().hex[:12]}"
+    fs.pipe_file(part, text.encode())
+    try:
+        fs.merge(inner, [inner, part])
+    finally:
+        fs.rm_file(part)
+
+
+def remove_parts(path) -> int:
+    """Deletes the ``<path>.part-*`` objects a crash left between an append's compose and delete;
+    returns how many. A no-op (0) for local paths."""
+    if not is_object_store(path):
+        return 0
+    fs, inner = filesystem(path)
+    parts = fs.glob(f"{inner}.part-*")
+    for part in parts:
+        fs.rm_file(part)
+    return len(parts)
+
+
+def create_exclusive(path, text: str):
+    """Creates the object ``path`` holding ``text`` only if no object of that name exists
+    (``ifGenerationMatch=0``: two processes racing, exactly one wins); returns its generation.
+
+    Raises ``FileExistsError`` when the object exists. Local paths: ``O_CREAT | O_EXCL``
+    (generation ``None``)."""
+    if not is_object_store(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return None
+    fs, inner = filesystem(path)
+    fs.pipe_file(inner, text.encode(), mode="create")
+    return generation(path)
+
+
+def generation(path):
+    """The object's generation (a string; ``None`` when absent, or for a local path)."""
+    if not is_object_store(path):
+        return None
+    fs, inner = filesystem(path)
+    try:
+        info = fs.info(inner)
+    except FileNotFoundError:
+        return None
+    gen = info.get("generation")
+    return None if gen is None else str(gen)
+
+
+def delete_if_generation(path, gen) -> bool:
+    """Deletes the object ``path`` if its generation is still ``gen`` (the caller's own write);
+    returns False, deleting nothing, when it is gone or another writer replaced it.
+
+    On GCS the delete carries ``ifGenerationMatch``, so a replacement between the check and the
+    delete is not deleted either."""
+    if not is_object_store(path):
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+    if gen is None or generation(path) != str(gen):
+        return False
+    fs, inner = filesystem(path)
+    if str(path).startswith("gs://"):
+        bucket, key = inner.split("/", 1)
+        try:
+            fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=str(gen))
+        except (FileNotFoundError, OSError):
+            return False
+    else:
+        fs.rm_file(inner)
+    return True
