@@ -37,6 +37,7 @@ def test_synthetic_task_hook_trains_and_writes_curves(tmp_path):
     assert len(curves["test_acc"][0]) == 2 and curves["args"]["task"] == "sparse_parity"
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_relative_run_dir_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["train", "--config", "tiny", "--run-dir", "runs/rel", "--set", "train.progress=false",

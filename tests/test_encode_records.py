@@ -239,6 +239,7 @@ def test_hf_tokenizer_json(tmp_path):
         resolve_tokenizer(tmp_path / "tokenizer.json", eos_token="<end>")
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_train_on_a_sharded_encode(tmp_path, capsys):
     """The issue's path: Pile-shaped .jsonl.zst, 2 workers, sharded files, `ado-jax train` on them."""
     from ado_jax import cli

@@ -176,6 +176,7 @@ def test_changed_model_is_refused_without_a_traceback(copy, capsys):
     assert "\n" not in err
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_loop_cadence_may_change_and_optimizer_needs_allow_change(copy, capsys):
     assert _train(copy, 10, "--set", "train.ckpt_every=2", "--set", "train.log_every=2") == 0
     assert "config changes accepted at step 8" in capsys.readouterr().out
@@ -276,6 +277,7 @@ def test_unwritable_checkpoints_fail_before_training(copy, monkeypatch, capsys):
     assert max(_steps(copy)) == 8  # no step trained and lost
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_full_disk_during_a_save_keeps_the_previous_checkpoint_and_resumes(copy, monkeypatch, capsys):
     real = Checkpointer.save
 
@@ -305,6 +307,7 @@ def test_orbax_wrapped_disk_errors_become_the_os_error(tmp_path, monkeypatch):
     assert run_dir.os_error_message(info.value).startswith(f"{tmp_path}/1/state/d/abc: No space left on device;")
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_full_disk_during_a_metrics_write_resumes_after_space_is_freed(copy, monkeypatch, capsys):
     from ado_jax import run_log
 
@@ -357,6 +360,7 @@ def test_nothing_to_do_says_so(copy, capsys):
     assert json.loads(out.strip().splitlines()[-1])["step"] == 8
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_start_up_line_and_final_summary(copy, capsys):
     assert _train(copy, 10) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -47,6 +47,7 @@ def test_resumed_run_is_bit_identical(tmp_path, full_run):
         assert resumed[step] == full_run[step], f"step {step} differs after resume"
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_restore_onto_a_different_mesh(tmp_path, full_run):
     _train(tmp_path, 8, "--set", "mesh.data=8")
     _train(tmp_path, 12, "--set", "mesh.data=1", "--set", "mesh.fsdp=4", "--set", "mesh.tensor=2")

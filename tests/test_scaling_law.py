@@ -362,6 +362,7 @@ def test_warm_refit_falls_back_to_cold_without_a_previous_fit_or_after_a_change(
     assert np.asarray(info.cold).all()
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_warm_refit_single_domain_and_nan_history(refits):
     _, _, (n_DT, loss_DT, prev, prev_obj) = refits
     one = jax.tree.map(lambda x: x[3], prev)
@@ -372,6 +373,7 @@ def test_warm_refit_single_domain_and_nan_history(refits):
     assert np.isnan(obj) and np.isnan(params.alpha)
 
 
+@pytest.mark.slow  # ~20-35 s on 2 loaded cores; CI runs it (pytest -m slow)
 def test_warm_refit_under_vmap_with_axis_name_keeps_a_switch(refits):
     _, _, (n_DT, loss_DT, prev, prev_obj) = refits
     seeds = np.stack([loss_DT[:4], loss_DT[4:8]])          # two "seeds" of four domains
