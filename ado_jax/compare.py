@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from etils import epath
 
 from ado_jax.eval_metrics import AGGREGATES, paired_interval
 from ado_jax.run_log import is_event, parse_lines
@@ -26,14 +26,14 @@ class Run(NamedTuple):
     """One run's logged history.
 
     Attributes:
-      path: the run directory.
+      path: the run directory (an ``etils.epath.Path``: local or ``gs://``).
       config: ``config.json`` as a dict (``{}`` when absent).
       train: training records in step order (one per step; later duplicates of a step win).
       evals: evaluation records (``eval_loss`` dict, ``eval_loss_mean``) in step order.
       names: domain names, in logged order.
     """
 
-    path: Path
+    path: epath.Path
     config: dict
     train: list
     evals: list
@@ -41,8 +41,9 @@ class Run(NamedTuple):
 
 
 def load_run(run_dir) -> Run:
-    """Parses ``run_dir/metrics.jsonl`` (and ``config.json``); raises naming the file and line."""
-    path = Path(run_dir)
+    """Parses ``run_dir/metrics.jsonl`` (and ``config.json``), local or ``gs://``; raises naming the
+    file and line."""
+    path = epath.Path(run_dir)
     metrics = path / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: is {path} a run directory (ado-jax train --run-dir)?")

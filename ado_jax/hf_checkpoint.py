@@ -11,7 +11,8 @@ query and key (weights ``[E]``, eps ``rms_norm_eps``) after the projection and b
 rotary embedding, exactly as ``Block`` does, and is otherwise a Llama.
 
 Files are read and written with ``safetensors.numpy`` (no torch); bfloat16 tensors, which numpy
-lacks, are read through ``ml_dtypes`` (installed with JAX). Exports are float32.
+lacks, are read through ``ml_dtypes`` (installed with JAX). Exports are float32. Both ends may be
+``gs://`` folders: an export is staged locally and uploaded with ``config.json`` last.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import shutil
 import tempfile
 
 import numpy as np
+from etils import epath
 
+from ado_jax import storage
 from ado_jax.models.llama import ModelConfig
 
 # our Block field -> (name under ``model.layers.{l}.``, transposed: ours [in, out], HF [out, in])
@@ -177,16 +180,18 @@ def _safetensors():
 
 
 def _read_file(path: str) -> dict:
-    """One ``.safetensors`` file as ``{name: np.ndarray}``; bfloat16 through ``ml_dtypes``."""
+    """One ``.safetensors`` file (local, or ``gs://``: read whole into memory) as ``{name:
+    np.ndarray}``; bfloat16 through ``ml_dtypes``."""
+    remote = storage.is_object_store(path)
+    blob = epath.Path(path).read_bytes() if remote else None
     try:
-        return _safetensors().load_file(path)
+        return _safetensors().load(blob) if remote else _safetensors().load_file(path)
     except TypeError:  # bfloat16: numpy has no such dtype; read the (simple) format directly
         import ml_dtypes
 
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-        data = np.memmap(path, np.uint8, mode="r", offset=8 + n)
+        raw = np.frombuffer(blob, np.uint8) if remote else np.memmap(path, np.uint8, mode="r")
+        n = int.from_bytes(bytes(raw[:8]), "little")
+        header, data = json.loads(bytes(raw[8:8 + n])), raw[8 + n:]
         kinds = {"BF16": ml_dtypes.bfloat16, "F32": np.float32, "F16": np.float16}
         header.pop("__metadata__", None)
         bad = sorted({v["dtype"] for v in header.values()} - set(kinds))
@@ -197,31 +202,31 @@ def _read_file(path: str) -> dict:
 
 
 def read_config(directory: str) -> dict:
-    """The ``config.json`` of a local HF checkpoint folder."""
-    if not os.path.isfile(os.path.join(directory, "config.json")):
-        what = "the folder has no config.json" if os.path.isdir(directory) else "no such directory"
-        raise FileNotFoundError(f"train.init_from={directory}: {what} (expected a local Hugging Face checkpoint "
-                                "folder with config.json and model.safetensors)")
-    with open(os.path.join(directory, "config.json")) as f:
-        return json.load(f)
+    """The ``config.json`` of an HF checkpoint folder (local or ``gs://``)."""
+    path = epath.Path(directory) / "config.json"
+    if not path.is_file():
+        what = "the folder has no config.json" if epath.Path(directory).is_dir() else "no such directory"
+        raise FileNotFoundError(f"train.init_from={directory}: {what} (expected a Hugging Face checkpoint folder, "
+                                "local or gs://, with config.json and model.safetensors)")
+    return json.loads(path.read_text())
 
 
 def read_hf_dir(directory: str) -> tuple[dict, dict]:
-    """``(config.json dict, {tensor name: np.ndarray})`` of a local HF checkpoint folder: one
-    ``model.safetensors``, or shards listed in ``model.safetensors.index.json``."""
+    """``(config.json dict, {tensor name: np.ndarray})`` of an HF checkpoint folder (local or
+    ``gs://``): one ``model.safetensors``, or shards listed in ``model.safetensors.index.json``."""
     hf = read_config(directory)
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    elif os.path.exists(os.path.join(directory, "model.safetensors")):
+    folder = epath.Path(directory)
+    if (folder / "model.safetensors.index.json").exists():
+        files = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").exists():
         files = ["model.safetensors"]
     else:
         raise FileNotFoundError(f"{directory}: no model.safetensors nor model.safetensors.index.json "
                                 "(only safetensors checkpoints are read)")
     tensors = {}
     for name in files:
-        tensors.update(_read_file(os.path.join(directory, name)))
+        tensors.update(_read_file(str(folder / name) if storage.is_object_store(directory)
+                                  else os.path.join(directory, name)))
     return hf, tensors
 
 
@@ -237,20 +242,23 @@ def _tokenizer_files(stored: dict) -> tuple[dict, dict, dict]:
     """For the run's corpus tokenizer: ``({export name: source path}, tokenizer_config.json,
     {"eos_token_id", "bos_token_id"})``; no files for byte tokenizers, which HF has no file for."""
     data = stored.get("data", {})
-    path = os.path.join(data.get("corpus_dir", ""), "tokenizer.json")
-    if data.get("source") != "corpus" or not os.path.exists(path):
+    path = epath.Path(data.get("corpus_dir") or ".") / "tokenizer.json"
+    if data.get("source") != "corpus" or not path.exists():
         return {}, {}, {}
-    with open(path) as f:
-        tok = json.load(f)
+    tok = json.loads(path.read_text())
     ids = {"eos_token_id": tok.get("eos_id"), "bos_token_id": tok.get("bos_id")}
     if tok.get("kind") not in ("bpe", "hf"):
         return {}, {}, ids
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tok.get("eos_token", "<|endoftext|>"),
               "bos_token": tok.get("bos_token")}
-    return {"tokenizer.json": os.path.join(data["corpus_dir"], tok["file"])}, config, ids
+    return {"tokenizer.json": str(path.parent / tok["file"])}, config, ids
 
 
 def _check_out(out: str, force: bool) -> str:
+    if storage.is_object_store(out):
+        if storage.list_files(out) and not force:
+            raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
+        return out.rstrip("/")
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not force:
         raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
@@ -259,8 +267,17 @@ def _check_out(out: str, force: bool) -> str:
 
 def write_dir(out: str, fill, force: bool = False) -> None:
     """Runs ``fill(folder)`` on a temporary sibling of ``out`` and renames it to ``out`` once it
-    returns: ``out`` is never half-written. A non-empty ``out`` is replaced only with ``force``."""
+    returns: ``out`` is never half-written. A non-empty ``out`` is replaced only with ``force``.
+
+    An object store (``gs://``) has no rename: ``fill`` runs on a local temporary folder whose files
+    are then uploaded with ``config.json`` last (``storage.publish_dir``), so a reader, which opens
+    ``config.json`` first, never sees a half export."""
     out = _check_out(out, force)
+    if storage.is_object_store(out):
+        with tempfile.TemporaryDirectory(prefix="ado-jax-export-") as tmp:
+            fill(tmp)
+            storage.publish_dir(tmp, out, last="config.json")
+        return
     parent, name = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
     tmp, old = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent), None
@@ -290,7 +307,6 @@ def export_run(run_dir: str, out: str, step: int | None = None, force: bool = Fa
     "architecture", "tokenizer"}``."""
     import equinox as eqx
     import jax
-    from etils import epath
 
     from ado_jax.checkpoint import Checkpointer, _key, is_leaf_array
     from ado_jax.models.llama import Llama
@@ -325,7 +341,8 @@ def export_run(run_dir: str, out: str, step: int | None = None, force: bool = Fa
                 with open(os.path.join(folder, file), "w") as f:
                     json.dump(text, f, indent=1)
         for file, source in tok_files.items():
-            shutil.copyfile(source, os.path.join(folder, file))
+            with open(os.path.join(folder, file), "wb") as f:
+                f.write(epath.Path(source).read_bytes())
 
     write_dir(out, fill, force)
     return {"out": out, "step": step, "architecture": config["architectures"][0],

@@ -22,6 +22,7 @@ from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
 from ado_jax.run_control import RunOptions, RunStopped, StopSignals
 from ado_jax.run_log import MetricsLog, read_metrics
+from ado_jax.storage_retries import count_retries
 
 __all__ = ["MetricsLog", "RunOptions", "RunStopped", "StopSignals", "eval_record", "run"]
 
@@ -95,13 +96,14 @@ def run(cfg: Config, run_dir: str, opts: RunOptions = RunOptions()) -> dict:
     validate(cfg, jax.device_count())
     lead = jax.process_index() == 0
     run_path = epath.Path(run_dir)
-    run_path.mkdir(parents=True, exist_ok=True)
-    lock = run_dirs.RunLock(run_path, opts.break_lock) if lead else None
-    try:
-        return _run_locked(cfg, run_path, opts, lead, t_begin)
-    finally:
-        if lock:
-            lock.release()
+    with count_retries(run_dir, report=lead):  # "storage: N requests retried ..." at the end (gs://)
+        run_path.mkdir(parents=True, exist_ok=True)
+        lock = run_dirs.RunLock(run_path, opts.break_lock) if lead else None
+        try:
+            return _run_locked(cfg, run_path, opts, lead, t_begin)
+        finally:
+            if lock:
+                lock.release()
 
 
 def _run_locked(cfg: Config, run_path: epath.Path, opts: RunOptions, lead: bool, t_begin: float) -> dict:

@@ -18,16 +18,19 @@ returns a matplotlib ``Figure``, or None):
   (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps.
 
 matplotlib (the ``plot`` extra) is imported only when plotting; figures are drawn with the
-object-oriented API (no pyplot global state) and written atomically (temp file, then rename).
+object-oriented API (no pyplot global state) and written atomically (temp file, then rename; on
+``gs://``, one upload).
 """
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
+from ado_jax import storage
 from ado_jax.compare import Run, load_run, per_domain, scalar
 
 
@@ -39,7 +42,12 @@ def _figure(**kw):
     return Figure(**kw)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: epath.Path) -> epath.Path:
+    if storage.is_object_store(path):  # one upload: atomic, no rename needed
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        storage.write_bytes(path, buf.getvalue())
+        return path
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
@@ -221,12 +229,13 @@ PLOTS = {"weights.png": weights_figure, "domain_loss.png": losses_figure,
          "scaling_law.png": scaling_law_figure, "aioli_a.png": aioli_figure}
 
 
-def plot_run(run_dir, out_dir=None) -> list[Path]:
-    """Writes every plot the run has data for into ``out_dir`` (default ``run_dir/plots``); returns the paths."""
+def plot_run(run_dir, out_dir=None) -> list[epath.Path]:
+    """Writes every plot the run has data for into ``out_dir`` (default ``run_dir/plots``); returns the
+    paths. Either may be local or ``gs://`` (a figure is then one upload)."""
     run = load_run(run_dir)
     if not run.train and not run.evals:
         raise ValueError(f"{run.path / 'metrics.jsonl'} has no records to plot")
-    out = Path(out_dir) if out_dir is not None else run.path / "plots"
+    out = epath.Path(out_dir) if out_dir is not None else run.path / "plots"
     out.mkdir(parents=True, exist_ok=True)
     figures = {name: fn(run) for name, fn in PLOTS.items()}  # each None when the run lacks its data
     return [_save(fig, out / name) for name, fig in figures.items() if fig is not None]

@@ -5,14 +5,17 @@ the new, never half. An object store (``gs://`` and any other ``scheme://`` that
 has no rename (gcsfs turns one into a copy and a delete), but a single upload is already atomic,
 so objects are written in place:
 
-* ``write_text``: one upload (local: temporary file + ``os.replace``).
-* ``append_text``: local: an append. ``gs://``: the new bytes go up as a small part object that
+* ``write_text`` / ``write_bytes``: one upload (local: temporary file + ``os.replace``).
+* ``append_text`` / ``append_bytes``: local: an append. ``gs://``: the new bytes go up as a small part object that
   is *composed* onto the end of the object server-side and then deleted, so each append costs
   O(new bytes), not a rewrite of the whole file (``metrics.jsonl`` over a 60,000-step run).
 * ``create_exclusive`` / ``delete_if_generation``: a create-if-absent (``ifGenerationMatch=0``)
   and a delete by the holder of one generation: the run-directory lock.
 
-gcsfs retries 429/5xx answers and dropped connections with exponential backoff on its own.
+gcsfs retries 429/5xx answers and dropped connections with exponential backoff on its own. An
+upload into a bucket that does not exist, or that the credentials may not write, raises
+``FileNotFoundError`` / ``PermissionError`` with one line naming the bucket and what to do (gcsfs
+would name only the API's URL).
 With ``STORAGE_EMULATOR_HOST`` set (a GCS API server on localhost, as in the tests), gcsfs's
 experimental zonal-bucket probe (a gRPC call the emulators do not answer, 60 s a bucket) is
 turned off unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is set.
@@ -20,7 +23,10 @@ turned off unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is set.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import uuid
 
 if os.environ.get("STORAGE_EMULATOR_HOST"):  # before gcsfs is imported: it reads this once
@@ -41,18 +47,105 @@ def filesystem(path):
     return fs, inner
 
 
-def write_text(path, text: str) -> None:
-    """Replaces the file at ``path`` with ``text``, atomically: local by a temporary sibling and
+def _bucket(path) -> str:
+    """``scheme://bucket`` of an object-store path."""
+    scheme, rest = str(path).split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+@contextlib.contextmanager
+def _upload_errors(path):
+    """Turns gcsfs's bare errors of an upload to ``path`` into one line naming its bucket and what
+    to do: a missing bucket (a 404 naming only the API's URL) and a refused write
+    (``OSError("Forbidden: <url>...")``)."""
+    try:
+        yield
+    except FileExistsError:
+        raise
+    except FileNotFoundError:
+        bucket = _bucket(path)
+        raise FileNotFoundError(f"{bucket} does not exist (writing {path}): create it (gcloud storage buckets "
+                                f"create {bucket}) or fix the path") from None
+    except OSError as e:
+        if not str(e).startswith("Forbidden"):
+            raise
+        raise PermissionError(errno.EACCES, f"permission denied (HTTP 403) by {_bucket(path)}: grant these "
+                              "credentials storage.objects.create/delete on it (gcloud auth list shows who they are)",
+                              str(path)) from None
+
+
+def _put(fs, inner: str, data: bytes, path, **kwargs) -> None:
+    """``fs.pipe_file(inner, data, **kwargs)`` with ``_upload_errors(path)``."""
+    with _upload_errors(path):
+        fs.pipe_file(inner, data, **kwargs)
+
+
+def upload_file(local: str, path) -> None:
+    """Copies the local file ``local`` to ``path`` (an object store: one streamed, resumable upload
+    for large files; local: ``shutil.copyfile``)."""
+    if not is_object_store(path):
+        shutil.copyfile(local, path)
+        return
+    fs, inner = filesystem(path)
+    with _upload_errors(path):
+        fs.put_file(local, inner)
+
+
+def list_files(path) -> list[str]:
+    """Every file (object) under the folder ``path``, as full paths (``gs://bucket/...`` for an
+    object store); ``[]`` when it does not exist."""
+    if not is_object_store(path):
+        return [os.path.join(root, f) for root, _, files in os.walk(path) for f in files]
+    fs, inner = filesystem(path)
+    scheme = str(path).split("://", 1)[0]
+    return [f"{scheme}://{p}" for p in fs.find(inner.rstrip("/"))]
+
+
+def publish_dir(local: str, out, last: str) -> None:
+    """Uploads every file of the local folder ``local`` into the object-store folder ``out``, the
+    file named ``last`` after all the others, so a reader that opens ``last`` first (an HF
+    checkpoint's ``config.json``) never sees a half-written folder. Files already in ``out`` are
+    deleted first, ``last`` before the rest: a failed upload leaves no ``last``, never a mix of
+    two versions."""
+    out = str(out).rstrip("/")
+    old = list_files(out)
+    for path in sorted(old, key=lambda p: p != f"{out}/{last}"):
+        remove(path)
+    names = sorted((os.path.relpath(os.path.join(root, f), local) for root, _, files in os.walk(local)
+                    for f in files), key=lambda n: n == last)
+    for name in names:
+        upload_file(os.path.join(local, name), f"{out}/{name}")
+
+
+def remove(path) -> None:
+    """Deletes the file or object ``path`` (nothing when it is absent)."""
+    try:
+        if is_object_store(path):
+            fs, inner = filesystem(path)
+            fs.rm_file(inner)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Replaces the file at ``path`` with ``data``, atomically: local by a temporary sibling and
     ``os.replace``, in an object store by one upload."""
-    data = text.encode()
     if is_object_store(path):
         fs, inner = filesystem(path)
-        fs.pipe_file(inner, data)
+        _put(fs, inner, data, path)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def write_text(path, text: str) -> None:
+    """Replaces the file at ``path`` with ``text``, atomically: local by a temporary sibling and
+    ``os.replace``, in an object store by one upload."""
+    write_bytes(path, text.encode())
 
 
 def read_text(path) -> str | None:
@@ -68,27 +161,33 @@ def read_text(path) -> str | None:
 
 
 def append_text(path, text: str) -> None:
-    """Appends ``text`` to the file at ``path`` (created when absent), uploading only ``text``.
+    """Appends ``text`` to the file at ``path`` (created when absent), uploading only ``text``
+    (``append_bytes``)."""
+    append_bytes(path, text.encode())
 
-    Local: an ``open(..., "a")`` write. ``gs://``: a part object composed onto the end of ``path``
+
+def append_bytes(path, data: bytes) -> None:
+    """Appends ``data`` to the file at ``path`` (created when absent), uploading only ``data``.
+
+    Local: an ``open(..., "ab")`` write. ``gs://``: a part object composed onto the end of ``path``
     and deleted (a crash between the compose and the delete leaves a part named
     ``<name>.part-*`` that ``remove_parts`` clears). Other object stores, which have no compose,
     rewrite the whole object."""
-    if not text:
+    if not data:
         return
     if not is_object_store(path):
-        with open(path, "a") as f:
-            f.write(text)
+        with open(path, "ab") as f:
+            f.write(data)
         return
     fs, inner = filesystem(path)
     if not fs.exists(inner):
-        fs.pipe_file(inner, text.encode())
+        _put(fs, inner, data, path)
         return
     if not hasattr(fs, "merge"):
-        fs.pipe_file(inner, fs.cat_file(inner) + text.encode())
+        _put(fs, inner, fs.cat_file(inner) + data, path)
         return
     part = f"{inner}.part-{uuid.uuid4().hex[:12]}"
-    fs.pipe_file(part, text.encode())
+    _put(fs, part, data, path)
     try:
         fs.merge(inner, [inner, part])
     finally:
@@ -119,7 +218,7 @@ def create_exclusive(path, text: str):
             f.write(text)
         return None
     fs, inner = filesystem(path)
-    fs.pipe_file(inner, text.encode(), mode="create")
+    _put(fs, inner, text.encode(), path, mode="create")
     return generation(path)
 
 

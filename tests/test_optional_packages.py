@@ -26,8 +26,8 @@ def files_needing_optional_packages() -> list[str]:
     """The test files that import an optional package (``import X``, ``from X``,
     ``importorskip("X")``) or use a GCS fixture, this file excepted."""
     names = "|".join(OPTIONAL)
-    pattern = re.compile(rf"^\s*(import|from)\s+({names})\b|importorskip\(\s*[\"']({names})\b|\b({'|'.join(FIXTURES)})\b",
-                         re.M)
+    fixtures = "|".join(FIXTURES)
+    pattern = re.compile(rf"^\s*(import|from)\s+({names})\b|importorskip\(\s*[\"']({names})\b|\b({fixtures})\b", re.M)
     return sorted(f"tests/{p.name}" for p in TESTS.glob("test_*.py")
                   if p.name != Path(__file__).name and pattern.search(p.read_text()))
 
