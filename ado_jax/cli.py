@@ -175,6 +175,9 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
                                ).set_defaults(fn=corpus_cli.corpus_encode_main)
     corpus_cli.add_merge_args(csub.add_parser("merge", help="join encodes of disjoint input files")).set_defaults(
         fn=corpus_cli.corpus_merge_main)
+    corpus_cli.add_upload_args(csub.add_parser("upload", help="copy a corpus to an object store (gs://...), each "
+                                               "file checked against its hashes, the manifest last")
+                               ).set_defaults(fn=corpus_cli.corpus_upload_main)
     return parser
 
 

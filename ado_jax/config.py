@@ -44,7 +44,7 @@ class TrainConfig:
     b2: float = _f(0.95, "AdamW beta2")
     grad_clip: float = _f(1.0, "global-norm gradient clipping threshold (0 disables)")
     seed: int = _f(0, "seed for model init, data sampling and the mixer")
-    init_from: str = _f("", "a local Hugging Face Llama (or Qwen3, for model.qk_norm) checkpoint folder "
+    init_from: str = _f("", "a Hugging Face Llama (or Qwen3, for model.qk_norm) checkpoint folder, local or gs:// "
                             "(config.json + safetensors) whose weights start a new run; the model section must "
                             "match its config.json; a resume ignores it (the run's own checkpoint)")
     log_every: int = _f(1, "fetch metrics to the host and append them to metrics.jsonl every N steps")
@@ -71,9 +71,21 @@ class DataConfig:
     """Where training sequences come from."""
 
     source: str = _f("builtin", "builtin (text from the Python install) | corpus (ado-jax corpus build output)")
-    corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus (built there when missing)")
-    loader: str = _f("device", "device (tokens on device, sampled inside the step) | host (memmap, prefetched)")
+    corpus_dir: str = _f("data/corpus", "corpus directory for source=corpus (built there when missing), or an "
+                                        "object-store URL (gs://bucket/corpus: upload one with `ado-jax corpus "
+                                        "upload`; read by byte ranges, never built there)")
+    loader: str = _f("device", "device (tokens on device, sampled inside the step) | host (memmap, or chunks read "
+                              "ahead from an object store; prefetched)")
     prefetch: int = _f(1, "host loader: batches drawn ahead in background threads (0 = none)")
+    chunk_mb: float = _f(8.0, "host loader, object-store corpus: MiB per range read; every sequence is cut from "
+                              "such a chunk in memory (a random chunk of the domain, windows uniform inside it)")
+    readahead_mb: float = _f(1024.0, "host loader, object-store corpus: cap on the MiB of chunks held in memory "
+                                     "(in use, read ahead, in flight), all domains together; at least one chunk "
+                                     "per domain plus one")
+    reader_threads: int = _f(4, "host loader, object-store corpus: threads fetching chunks ahead of time")
+    cache_dir: str = _f("", "host loader, object-store corpus: local folder keeping every chunk read, reused by a "
+                            "rerun or resume with the same chunk_mb and seq_len (empty: no cache; it grows up "
+                            "to the bytes read)")
     domains: list[str] = _f([], "domain names to train on (empty: all but data.eval_only_domains)")
     eval_only_domains: list[str] = _f([], "domains evaluated only: never trained on nor shown to the mixer "
                                           "(out-of-distribution targets; logged in eval_loss and eval_loss_ood)")
@@ -266,6 +278,11 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         raise ValueError(f"data.loader={cfg.data.loader!r}: expected device | host")
     if cfg.data.prefetch < 0:
         raise ValueError(f"data.prefetch={cfg.data.prefetch}: must be non-negative")
+    for key in ("chunk_mb", "readahead_mb"):
+        if not 0 < getattr(cfg.data, key) < float("inf"):
+            raise ValueError(f"data.{key}={getattr(cfg.data, key)}: must be a positive number")
+    if cfg.data.reader_threads < 1:
+        raise ValueError(f"data.reader_threads={cfg.data.reader_threads}: must be at least 1")
     if cfg.data.source not in ("builtin", "corpus"):
         raise ValueError(f"data.source={cfg.data.source!r}: expected builtin | corpus")
     if not 0 < cfg.data.heldout_fraction < 1:

@@ -8,11 +8,15 @@ reaches each sink, as flat scalars (``flatten``)::
     -> loss = 2.1, weights/code = 0.4, A/code/legal = 0.1        (at step 10)
 
 * TensorBoard (``log.tensorboard=true``, extra ``tensorboard`` = ``tensorboardX``, no TensorFlow):
-  event files in ``RUN_DIR/tensorboard``; ``tensorboard --logdir RUN_DIR/tensorboard``.
+  event files in ``RUN_DIR/tensorboard``; ``tensorboard --logdir RUN_DIR/tensorboard``. For a
+  ``gs://`` run directory they are written to a local temporary folder and each flush appends the
+  new bytes to the objects (``ado_jax.storage.append_bytes``: O(new bytes), no rewrite).
 * W&B (``log.wandb_project=NAME``, extra ``wandb``): ``log.wandb_mode=offline`` (the default)
   needs no network and writes ``RUN_DIR/wandb/offline-run-*`` (``wandb sync`` uploads it later);
   ``online`` logs live. The run id is kept in ``RUN_DIR/wandb_id`` so a resumed run continues
-  the same W&B run (steps it already logged are not logged twice by W&B).
+  the same W&B run (steps it already logged are not logged twice by W&B). W&B writes only to
+  local disk: for a ``gs://`` run directory its files go to ``./wandb`` in the working directory
+  (W&B's default), while ``wandb_id`` stays in the run directory.
 
 Only process 0 writes (the wrapped log's ``enabled``); a missing extra fails at start-up with
 the ``pip install`` line to run.
@@ -21,10 +25,15 @@ the ``pip install`` line to run.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
+from etils import epath
+
+from ado_jax import storage
 from ado_jax.options import option as _f
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -62,14 +71,19 @@ def flatten(record: dict) -> tuple[int, dict[str, float]]:
 
 
 class TensorBoardSink:
-    """Scalars to TensorBoard event files in ``log_dir`` (tensorboardX)."""
+    """Scalars to TensorBoard event files in ``log_dir`` (tensorboardX); an object-store
+    ``log_dir`` (``gs://``) gets the event files of a local temporary folder, appended at each
+    flush."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir):
         try:
             from tensorboardX import SummaryWriter
         except ImportError as e:
             raise ImportError("log.tensorboard=true needs tensorboardX: pip install 'ado-jax[tensorboard]'") from e
-        self.writer = SummaryWriter(logdir=str(log_dir))
+        self.remote = str(log_dir) if storage.is_object_store(log_dir) else None
+        self.local = tempfile.mkdtemp(prefix="ado-jax-tensorboard-") if self.remote else str(log_dir)
+        self.sent: dict[str, int] = {}  # local event file -> bytes already appended to its object
+        self.writer = SummaryWriter(logdir=self.local)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Adds every ``scalars`` entry at ``step``."""
@@ -77,18 +91,35 @@ class TensorBoardSink:
             self.writer.add_scalar(tag, value, step)
 
     def flush(self) -> None:
-        """Writes pending events to disk."""
+        """Writes pending events to disk (and their new bytes to the object store)."""
         self.writer.flush()
+        self._mirror()
+
+    def _mirror(self) -> None:
+        if not self.remote:
+            return
+        for name in sorted(os.listdir(self.local)):
+            path = os.path.join(self.local, name)
+            done = self.sent.get(name, 0)
+            if os.path.isfile(path) and os.path.getsize(path) > done:
+                with open(path, "rb") as f:
+                    f.seek(done)
+                    new = f.read()
+                storage.append_bytes(f"{self.remote}/{name}", new, exists=done > 0)
+                self.sent[name] = done + len(new)
 
     def close(self) -> None:
-        """Flushes and closes the event file."""
+        """Flushes and closes the event file (an object store's local copy is then deleted)."""
         self.writer.close()
+        self._mirror()
+        if self.remote:
+            shutil.rmtree(self.local, ignore_errors=True)
 
 
 class WandbSink:
     """Scalars to a W&B run (offline by default), resumed across restarts of the same run dir."""
 
-    def __init__(self, cfg: LogConfig, run_dir: Path, config: dict):
+    def __init__(self, cfg: LogConfig, run_dir: epath.Path, config: dict):
         if cfg.wandb_mode not in WANDB_MODES:
             raise ValueError(f"log.wandb_mode={cfg.wandb_mode!r}: expected {' | '.join(WANDB_MODES)}")
         try:
@@ -97,8 +128,9 @@ class WandbSink:
             raise ImportError("log.wandb_project needs wandb: pip install 'ado-jax[wandb]'") from e
         id_file = run_dir / "wandb_id"
         if not id_file.exists():
-            id_file.write_text(uuid.uuid4().hex[:16])
-        self.run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_name or run_dir.name, dir=str(run_dir),
+            storage.write_text(id_file, uuid.uuid4().hex[:16])
+        local = None if storage.is_object_store(run_dir) else str(run_dir)  # W&B writes local files only
+        self.run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_name or run_dir.name, dir=local,
                               mode=cfg.wandb_mode, id=id_file.read_text().strip(), resume="allow", config=config)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -121,7 +153,7 @@ class Tee:
         log_cfg = getattr(cfg, "log", None) or LogConfig()
         if not metrics_log.enabled:
             return
-        run_dir = Path(str(run_dir))
+        run_dir = epath.Path(run_dir)
         if log_cfg.tensorboard:
             self.sinks.append(TensorBoardSink(run_dir / "tensorboard"))
         if log_cfg.wandb_project:

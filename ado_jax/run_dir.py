@@ -34,7 +34,7 @@ HISTORY = "config_history.jsonl"
 # Fields that steer only the loop: changing them on resume changes nothing already computed.
 FREE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.ckpt_every",
         "train.keep_ckpts", "train.progress", "train.max_skipped_in_row", "train.init_from", "data.prefetch", "mesh.",
-        "log.")
+        "log.", "data.reader_threads", "data.readahead_mb", "data.cache_dir")  # reader settings: same batches
 # The optimizer's hyperparameters: they change the run from here on, but not the state's shape.
 OPTIMIZER = ("train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.decay_steps", "train.weight_decay",
              "train.b1", "train.b2", "train.grad_clip")

@@ -71,16 +71,19 @@ class MetricsLog:
         self.enabled = enabled
         self.lines: list[str] = []
         self.last_matrices: dict = {}
+        self._exists = False  # whether the file exists: an append to gs:// then skips the lookup
         if not enabled:
             return
         storage.remove_parts(self.path)  # part objects a crash left inside an append (gs://)
         if not self.path.exists():
             return
+        self._exists = True
         text = self.path.read_text()
         records = parse_lines(text, self.path)
         if resume_step == 0 and records:
             aside = self.path.parent / f"metrics.jsonl.{time.strftime('%Y%m%d-%H%M%S')}"
             self.path.rename(aside)
+            self._exists = False
             print(f"no checkpoint to resume from: moved the {len(records)} records of {self.path} to {aside}",
                   file=sys.stderr)
             return
@@ -97,6 +100,7 @@ class MetricsLog:
 
     def _write_all(self) -> None:
         storage.write_text(self.path, "".join(self.lines))
+        self._exists = True
 
     def write(self, records: list[dict]) -> None:
         """Appends ``records`` as whole JSON lines (no-op when disabled).
@@ -108,4 +112,5 @@ class MetricsLog:
             return
         new = [json.dumps(r) + "\n" for r in records]
         self.lines += new
-        storage.append_text(self.path, "".join(new))
+        storage.append_text(self.path, "".join(new), exists=self._exists)
+        self._exists = True

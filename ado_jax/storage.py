@@ -69,9 +69,9 @@ def _upload_errors(path):
     except OSError as e:
         if not str(e).startswith("Forbidden"):
             raise
-        raise PermissionError(errno.EACCES, f"permission denied (HTTP 403) by {_bucket(path)}: grant these "
-                              "credentials storage.objects.create/delete on it (gcloud auth list shows who they are)",
-                              str(path)) from None
+        raise PermissionError(errno.EACCES, f"permission denied (HTTP 403) by {_bucket(path)}: check the "
+                              "credentials (gcloud auth list shows who they are) and grant them "
+                              "roles/storage.objectAdmin on it", str(path)) from None
 
 
 def _put(fs, inner: str, data: bytes, path, **kwargs) -> None:
@@ -98,7 +98,13 @@ def list_files(path) -> list[str]:
         return [os.path.join(root, f) for root, _, files in os.walk(path) for f in files]
     fs, inner = filesystem(path)
     scheme = str(path).split("://", 1)[0]
-    return [f"{scheme}://{p}" for p in fs.find(inner.rstrip("/"))]
+    try:
+        found = fs.find(inner.rstrip("/"))
+    except FileNotFoundError:  # gcsfs: the bucket itself is missing
+        bucket = _bucket(path)
+        raise FileNotFoundError(f"{bucket} does not exist (listing {path}): create it (gcloud storage buckets "
+                                f"create {bucket}) or fix the path") from None
+    return [f"{scheme}://{p}" for p in found]
 
 
 def publish_dir(local: str, out, last: str) -> None:
@@ -160,19 +166,21 @@ def read_text(path) -> str | None:
         return None
 
 
-def append_text(path, text: str) -> None:
+def append_text(path, text: str, exists: bool | None = None) -> None:
     """Appends ``text`` to the file at ``path`` (created when absent), uploading only ``text``
     (``append_bytes``)."""
-    append_bytes(path, text.encode())
+    append_bytes(path, text.encode(), exists)
 
 
-def append_bytes(path, data: bytes) -> None:
+def append_bytes(path, data: bytes, exists: bool | None = None) -> None:
     """Appends ``data`` to the file at ``path`` (created when absent), uploading only ``data``.
 
     Local: an ``open(..., "ab")`` write. ``gs://``: a part object composed onto the end of ``path``
     and deleted (a crash between the compose and the delete leaves a part named
-    ``<name>.part-*`` that ``remove_parts`` clears). Other object stores, which have no compose,
-    rewrite the whole object."""
+    ``<name>.part-*`` that ``remove_parts`` clears): three requests whatever the object's size.
+    ``exists``: whether the caller knows the object exists (True: the append is those three
+    requests; None: it is looked up first, which gcsfs does in two or three more). Other object
+    stores, which have no compose, rewrite the whole object."""
     if not data:
         return
     if not is_object_store(path):
@@ -180,7 +188,9 @@ def append_bytes(path, data: bytes) -> None:
             f.write(data)
         return
     fs, inner = filesystem(path)
-    if not fs.exists(inner):
+    if exists is None:
+        exists = fs.exists(inner)
+    if not exists:
         _put(fs, inner, data, path)
         return
     if not hasattr(fs, "merge"):

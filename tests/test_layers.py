@@ -23,25 +23,27 @@ BELOW = "*"  # in an allowed list: every component listed before this one
 # module (``ado_jax.mixing.base``: that module and nothing else of its component).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.options", ()),                         # option(default, help): config dataclass fields
+    ("ado_jax.storage", ()),                         # local or object-store files, each written atomically
+    ("ado_jax.storage_retries", ()),                 # counts the object-store requests retried in a run
     ("ado_jax.mixing", ("ado_jax.options",)),       # mixers, tracker, fitter: nothing else of ado_jax
     ("ado_jax.models", ("ado_jax.options",)),
     ("ado_jax.sharding", ()),                        # mesh and shardings: a leaf utility
-    ("ado_jax.data", ("ado_jax.mixing.base", "ado_jax.sharding")),  # check_weights; global batches
+    ("ado_jax.data", ("ado_jax.mixing.base", "ado_jax.sharding", "ado_jax.storage")),  # + object-store corpora
     ("ado_jax.synthetic", ("ado_jax.mixing",)),     # tasks are streams driven by mixers, nothing more
     ("ado_jax.presets", ()),
     ("ado_jax.eval_metrics", ()),                    # aggregates of per-domain losses (numpy only)
-    ("ado_jax.metric_sinks", ("ado_jax.options",)),  # TensorBoard / W&B sinks and their LogConfig
+    ("ado_jax.metric_sinks", ("ado_jax.options", "ado_jax.storage")),  # TensorBoard / W&B sinks and their LogConfig
     ("ado_jax.config", (BELOW,)),
     ("ado_jax.memory", (BELOW,)),                    # the memory estimate of a config (model shapes)
-    ("ado_jax.run_dir", ()),                         # lock, config history, OS-error messages: a leaf
-    ("ado_jax.run_log", ()),                         # metrics.jsonl read and write: a leaf
+    ("ado_jax.run_dir", ("ado_jax.storage",)),       # lock, config history, OS-error messages
+    ("ado_jax.run_log", ("ado_jax.storage",)),       # metrics.jsonl read and write
     ("ado_jax.run_control", ()),                     # run flags, stop signals, exit codes: a leaf
     ("ado_jax.checkpoint", ("ado_jax.run_dir",)),    # saves any pytree; train uses its leaf test
-    ("ado_jax.hf_checkpoint", ("ado_jax.models", "ado_jax.checkpoint")),  # HF Llama files in and out
+    ("ado_jax.hf_checkpoint", ("ado_jax.models", "ado_jax.checkpoint", "ado_jax.storage")),  # HF Llama files in and out
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
-    ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log")),
-    ("ado_jax.plot", ("ado_jax.compare",)),
+    ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log", "ado_jax.storage")),
+    ("ado_jax.plot", ("ado_jax.compare", "ado_jax.storage")),
     ("ado_jax.cli", (BELOW,)),
     ("ado_jax", (BELOW,)),                           # the package's own __init__
 ]

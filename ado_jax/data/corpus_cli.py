@@ -1,9 +1,10 @@
-"""``ado-jax corpus build|encode|merge``: argument parsers and entry functions (mounted by ``ado_jax.cli``).
+"""``ado-jax corpus build|encode|merge|upload``: argument parsers and entry functions (mounted by ``ado_jax.cli``).
 
     ado-jax corpus build  [--out DIR] [--domains a,b] [--tokenizer byte|bpe] [--no-install] [--check] ...
     ado-jax corpus encode TEXT_DIR --out DIR [--tokenizer T] [--pattern GLOB] [--errors E] ...
     ado-jax corpus encode FILE_OR_DIR... --out DIR --domain-field meta.pile_set_name [--workers N] ...
     ado-jax corpus merge DIR DIR... --out DIR
+    ado-jax corpus upload LOCAL_CORPUS gs://bucket/corpus [--workers N]
 
 ``add_*_args(parser)`` fill a (sub)parser; ``corpus_*_main`` take the parsed namespace (or an
 argv list) and return an exit code (0 ok, 1 check mismatch, 2 bad input).
@@ -81,6 +82,15 @@ def add_merge_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the flags of ``ado-jax corpus merge`` to ``p``; returns ``p``."""
     p.add_argument("dirs", nargs="+", metavar="DIR", help="finished record encodes of disjoint input files")
     p.add_argument("--out", required=True, help="the merged corpus directory (must not exist)")
+    return p
+
+
+def add_upload_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the arguments of ``ado-jax corpus upload`` to ``p``; returns ``p``."""
+    p.add_argument("local", metavar="LOCAL_CORPUS", help="a finished corpus directory (built, encoded or merged)")
+    p.add_argument("dest", metavar="DEST", help="object-store URL to copy it to, e.g. gs://bucket/corpus (empty, or "
+                                                "an interrupted upload of the same corpus to finish)")
+    p.add_argument("--workers", type=int, default=4, help="files hashed and uploaded at a time")
     return p
 
 
@@ -177,4 +187,19 @@ def corpus_merge_main(args=None) -> int:
         print(f"ado-jax corpus merge: {e}", file=sys.stderr)
         return 2
     print(Path(out))
+    return 0
+
+
+def corpus_upload_main(args=None) -> int:
+    """Runs ``ado-jax corpus upload``: every file checked against the corpus's hashes, then uploaded,
+    the manifest last; ``args`` is a parsed namespace or an argv list."""
+    from ado_jax.data.corpus_upload import upload_corpus
+
+    a = _parse(args, add_upload_args)
+    try:
+        upload_corpus(a.local, a.dest, workers=max(1, a.workers))
+    except (*_ERRORS, OSError) as e:
+        print(f"ado-jax corpus upload: {e}", file=sys.stderr)
+        return 2
+    print(a.dest)
     return 0

@@ -4,8 +4,10 @@
 them (``InMemoryDomains`` behind a ``DeviceLoader``). ``data.loader="host"``: memmapped token
 files sampled on the host with the mixture read from the train state each step (``HostSource`` +
 ``Prefetcher`` behind a ``HostLoader``); its position is stored in ``TrainState.stream_state`` so
-a checkpoint restores it exactly. Both follow ``ado_jax.data.base.Loader``; ``train_loader``
-picks one from the config.
+a checkpoint restores it exactly. A corpus in an object store (``data.corpus_dir=gs://...``) is
+read by byte ranges (``remote_tokens``): with ``data.loader="host"`` in chunks read ahead
+(``chunked_loader.ChunkedLoader``), else downloaded whole. All follow ``ado_jax.data.base.Loader``;
+``train_loader`` picks one from the config.
 """
 
 from __future__ import annotations
@@ -22,12 +24,19 @@ from ado_jax.data.in_memory import InMemoryDomains, StreamState
 def ensure_corpus(corpus_dir: str):
     """Uses the corpus at ``corpus_dir`` (built-in or ``corpus encode``d); builds the built-in one
     there (atomically) when the directory holds no corpus yet, saying so in one line first when
-    the directory does not exist (a mistyped path). The token files are checked when
-    they are opened (``open_domains``), so an existing corpus is not re-read here."""
+    the directory does not exist (a mistyped path). The token files are checked when they are
+    opened (``open_domains``), so an existing corpus is not re-read here. An object-store
+    ``corpus_dir`` (``gs://...``) must hold an uploaded corpus (FileNotFoundError saying how to
+    upload one otherwise)."""
     from pathlib import Path
 
     from ado_jax.data.corpus import MANIFEST, build_corpus
 
+    if "://" in str(corpus_dir):  # an object store: never built there (`ado-jax corpus upload` fills it)
+        from ado_jax.data.remote_tokens import read_manifest
+
+        read_manifest(corpus_dir)
+        return corpus_dir
     if (Path(corpus_dir) / MANIFEST).exists():
         return Path(corpus_dir)
     if not Path(corpus_dir).exists():  # a mistyped data.corpus_dir would otherwise build silently
@@ -75,7 +84,8 @@ def _domain_arrays(cfg, split: str, min_tokens: int) -> tuple[dict, dict]:
 
 def _merge_groups(arrays: dict, groups: dict[str, list[str]]) -> dict:
     """Each group's member domains concatenated into one domain, at its first member's place;
-    domains in no group stay as they are. (A host loader's memmaps are copied into memory.)"""
+    domains in no group stay as they are. (A host loader's memmaps are copied into memory; an
+    object-store domain's objects are listed one after another, nothing is read.)"""
     if not groups:
         return arrays
     owner = {}
@@ -90,12 +100,16 @@ def _merge_groups(arrays: dict, groups: dict[str, list[str]]) -> dict:
     clash = sorted(set(groups) & (set(arrays) - set(owner)))
     if clash:
         raise ValueError(f"data.groups: group name(s) {clash} clash with ungrouped domains")
+    from ado_jax.data.remote_tokens import RemoteTokens
+
     out = {}
     for k, v in arrays.items():
         if k not in owner:
             out[k] = v
         elif owner[k] not in out:
-            out[owner[k]] = np.concatenate([np.asarray(arrays[m]) for m in groups[owner[k]]])
+            members = [arrays[m] for m in groups[owner[k]]]
+            out[owner[k]] = (RemoteTokens.concat(members) if isinstance(v, RemoteTokens)
+                             else np.concatenate([np.asarray(a) for a in members]))
     return out
 
 
@@ -107,6 +121,10 @@ def _source_arrays(cfg, split: str, min_tokens: int) -> dict:
 
         train, held = split_tokens(builtin_domains(d.max_bytes_per_domain), d.heldout_fraction)
         arrays = train if split == "train" else held
+    elif "://" in d.corpus_dir:  # an object store: metadata now, tokens by byte ranges when read
+        from ado_jax.data.remote_tokens import open_remote_domains
+
+        arrays = open_remote_domains(d.corpus_dir, split, min_tokens=min_tokens)
     else:
         from ado_jax.data.corpus import load_manifest
         from ado_jax.data.token_files import open_domains
@@ -120,6 +138,10 @@ def data_vocab_size(cfg) -> int:
     """Vocabulary the data needs: 256 for builtin bytes, the corpus tokenizer's otherwise."""
     if cfg.data.source == "builtin":
         return 256
+    if "://" in cfg.data.corpus_dir:
+        from ado_jax.data.remote_tokens import remote_vocab_size
+
+        return remote_vocab_size(cfg.data.corpus_dir)
     from ado_jax.data.tokenizer import load_tokenizer
 
     return load_tokenizer(ensure_corpus(cfg.data.corpus_dir)).vocab_size
@@ -156,9 +178,16 @@ def heldout_stream(cfg, with_eval_only: bool = False) -> InMemoryDomains:
 
 
 def train_loader(cfg, mesh):
-    """The run's training data as a ``Loader``: ``HostLoader`` when ``data.loader="host"``,
-    else a ``DeviceLoader`` over ``train_stream(cfg)``. ``model.vocab_size`` must be resolved."""
-    return HostLoader(cfg, mesh) if cfg.data.loader == "host" else DeviceLoader(train_stream(cfg))
+    """The run's training data as a ``Loader``: ``HostLoader`` when ``data.loader="host"`` (a
+    ``ChunkedLoader`` when ``data.corpus_dir`` is in an object store), else a ``DeviceLoader``
+    over ``train_stream(cfg)``. ``model.vocab_size`` must be resolved."""
+    if cfg.data.loader != "host":
+        return DeviceLoader(train_stream(cfg))
+    if cfg.data.source == "corpus" and "://" in cfg.data.corpus_dir:
+        from ado_jax.data.chunked_loader import ChunkedLoader
+
+        return ChunkedLoader(cfg, mesh, _domain_arrays(cfg, "train", cfg.train.seq_len + 2)[0])
+    return HostLoader(cfg, mesh)
 
 
 class DeviceLoader:
