@@ -4,7 +4,9 @@
 set -euo pipefail
 
 SLURM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SCRIPT_NAME=$(basename "$0")
+# die, log, shquote, join_quoted, need_value, set_flag: the same helpers as the tpu/ scripts'.
+# shellcheck source-path=SCRIPTDIR source=../tpu/_common.sh
+. "$SLURM_DIR/../tpu/_common.sh"
 
 # Every setting; precedence: flag > environment > config file > default.
 SETTINGS="PARTITION ACCOUNT QOS NODES GPUS_PER_NODE CPUS_PER_TASK TIME_LIMIT JOB_NAME TRAIN_CONFIG
@@ -46,34 +48,14 @@ gs://), JOB_SETUP (shell code the job runs first), PREEMPT_WAIT, SBATCH_FLAGS (e
 EOF
 }
 
-die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
-log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
-
-# shquote WORD: WORD quoted for a POSIX shell; plain words stay bare so output stays readable.
-shquote() {
-  local q="'\\''"
-  case $1 in
-    '') printf "''" ;;
-    *[!A-Za-z0-9_./=:,@%+-]*) printf "'%s'" "${1//\'/$q}" ;;
-    *) printf '%s' "$1" ;;
-  esac
-}
-
-join_quoted() {
-  local out='' a
-  for a in "$@"; do out+="${out:+ }$(shquote "$a")"; done
-  printf '%s' "$out"
-}
-
-# run CMD...: run a command that changes something, or only print it under --dry-run.
+# run CMD...: run a command that changes something, or only print it under --dry-run (to stdout,
+# unlike tpu/_common.sh's run, which prints to fd 3).
 run() {
   if [[ $DRY_RUN == 1 ]]; then printf '+ %s\n' "$(join_quoted "$@")"; return 0; fi
   printf '+ %s\n' "$(join_quoted "$@")" >&2
   "$@"
 }
 
-need_value() { if (($# < 2)); then die "option $1 needs a value"; fi; }
-set_flag() { printf -v "FLAG_$1" '%s' "$2"; FLAGS_SEEN="${FLAGS_SEEN:-} $1"; }
 whole_number() { if [[ ! $2 =~ ^[0-9]+$ ]]; then die "invalid $1 '$2': expected a whole number"; fi; }
 
 STEPS='' SETS=() EXTRA_ARGS=()
@@ -151,13 +133,8 @@ if [[ $config == *.json ]]; then
   config=$(absolute "$config")
 fi
 
-train=(--config "$config" --run-dir "$RUN_DIR")
-if [[ -n $STEPS ]]; then train+=(--steps "$STEPS"); fi
-for kv in ${SETS[@]+"${SETS[@]}"}; do
-  if [[ $kv != *=* ]]; then die "invalid --set '$kv': expected KEY=VALUE"; fi
-  train+=(--set "$kv")
-done
-train+=(${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
+train_args "$config" "$RUN_DIR"
+train=("${TRAIN_ARGS[@]}")
 
 sbatch=(sbatch --job-name="$JOB_NAME" --nodes="$NODES" --ntasks-per-node=1)
 if [[ -n $GPUS_PER_NODE && $GPUS_PER_NODE != 0 ]]; then sbatch+=(--gpus-per-node="$GPUS_PER_NODE"); fi

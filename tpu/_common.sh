@@ -107,6 +107,19 @@ parse_args() {
   load_settings
 }
 
+# train_args CONFIG RUN_DIR: TRAIN_ARGS=(--config CONFIG --run-dir RUN_DIR [--steps $STEPS]
+# [--set KEY=VALUE for each of $SETS] $EXTRA_ARGS...), the `ado-jax train` arguments of a launch.
+train_args() {
+  TRAIN_ARGS=(--config "$1" --run-dir "$2")
+  if [[ -n ${STEPS:-} ]]; then TRAIN_ARGS+=(--steps "$STEPS"); fi
+  local kv
+  for kv in ${SETS[@]+"${SETS[@]}"}; do
+    if [[ $kv != *=* ]]; then die "invalid --set '$kv': expected KEY=VALUE"; fi
+    TRAIN_ARGS+=(--set "$kv")
+  done
+  TRAIN_ARGS+=(${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
+}
+
 need_value() { if (($# < 2)); then die "option $1 needs a value"; fi; }
 
 # Scripts without their own flags keep this default.

@@ -59,13 +59,8 @@ if [[ $config == *.json && -f $config ]]; then
   run gcloud compute tpus tpu-vm scp "$TRAIN_CONFIG" "$TPU_NAME:$config" "${LOC[@]}" --worker=all \
     ${SSH_EXTRA[@]+"${SSH_EXTRA[@]}"}
 fi
-train=(ado-jax train --config "$config" --run-dir "$RUN_DIR")
-if [[ -n $STEPS ]]; then train+=(--steps "$STEPS"); fi
-for kv in ${SETS[@]+"${SETS[@]}"}; do
-  if [[ $kv != *=* ]]; then die "invalid --set '$kv': expected KEY=VALUE"; fi
-  train+=(--set "$kv")
-done
-train+=(${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
+train_args "$config" "$RUN_DIR"
+train=(ado-jax train "${TRAIN_ARGS[@]}")
 
 L=$REMOTE_LOG_DIR
 # The wrapper records the trainer's pid (stop.sh signals exactly that process) and exit code.
