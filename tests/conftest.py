@@ -7,6 +7,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # gcsfs reads this once, at import: its zonal-bucket probe is a gRPC call the GCS emulator never answers.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+# One persistent XLA compilation cache for the session, inherited by the `ado-jax` subprocesses the
+# tests start: most tests train the same tiny model, and compiling its step again is most of their
+# time on 2 CPU cores. Fresh for each session (nothing stale), removed at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _xla_cache = tempfile.mkdtemp(prefix="ado-jax-xla-cache-")
+    atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 
 import pytest  # noqa: E402
 

@@ -70,31 +70,7 @@ def _lines(text: str, *drop) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache for this module's runs, in this process and in the
-    subprocesses (``env``: the variables that point them at it): each tiny run compiles the same
-    train step, which is most of its time on a busy CPU. Restored to the session's setting after."""
-    import jax
-
-    try:
-        from jax._src import compilation_cache
-    except ImportError:  # a JAX without it: the runs compile, slower
-        yield {}
-        return
-    path = str(tmp_path_factory.mktemp("xla-cache"))
-    keys = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0}
-    old = {k: getattr(jax.config, k) for k in keys}
-    for k, v in keys.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()  # the cache is set up once per process, at the first compile
-    yield {"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    for k, v in old.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
-def runs(gcs_server, compile_cache, tmp_path_factory):
+def runs(gcs_server, tmp_path_factory):
     """The same run (tiny, 8 steps, then resumed to 12; checkpoints every 4) on ``gs://`` and on
     local disk, in this process, after an untimed uninterrupted 12-step run on local disk (the
     reference, and the warm-up that fills the compilation cache, so the timed runs measure the
@@ -174,13 +150,13 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
-def test_two_trainers_started_together_exactly_one_trains(gcs_server, compile_cache, tmp_path):
+def test_two_trainers_started_together_exactly_one_trains(gcs_server, tmp_path):
     run = f"gs://{gcs_server.bucket()}/run"
     flag = str(tmp_path / "start")
     # The winner holds the lock for its whole run (data, the step, 4 steps, a save): seconds, while
     # the two reach the lock within milliseconds of each other.
     args = ["train", "--config", "tiny", "--steps", "4", "--run-dir", run, *SMALL, "--set", "train.eval_every=0"]
-    env = {**os.environ, **compile_cache}  # the emulator's variables are in os.environ
+    env = dict(os.environ)  # the emulator's variables and the session's XLA cache (conftest.py)
     procs = [subprocess.Popen([sys.executable, "-c", RACER, flag, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     try:
@@ -366,12 +342,12 @@ def test_half_written_checkpoint_on_gs_is_skipped(runs, gcs_server):
 
 
 @pytest.mark.slow  # a subprocess (JAX import + compile) killed mid-run, then a resume: ~40 s on 2 busy cores
-def test_sigkill_of_a_gs_run_resumes_bit_for_bit(runs, gcs_server, compile_cache):
+def test_sigkill_of_a_gs_run_resumes_bit_for_bit(runs, gcs_server):
     run = f"gs://{gcs_server.bucket()}/run"
     cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "tiny", "--steps", "100000", "--run-dir", run,
            *SMALL, "--set", "train.ckpt_every=2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **compile_cache})
+                            env=dict(os.environ))
     fs, inner = storage.filesystem(f"{run}/checkpoints")
     deadline = time.time() + 240
     try:
