@@ -178,7 +178,10 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
 
     def save(step, state):
         # The loader's position (a host loader's is not in the step's state) travels in the checkpoint.
-        state = eqx.tree_at(lambda s: s.stream_state, state, loader.state(state.stream_state))
+        position = loader.state(state.stream_state)
+        if jax.process_count() > 1:  # host arrays, the same on every process: global and replicated for orbax
+            position = sharding.replicated(position, mesh)
+        state = eqx.tree_at(lambda s: s.stream_state, state, position)
         ckpt.save(step, state, cfg.to_dict())
 
     from tqdm import tqdm

@@ -117,3 +117,18 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     """Assembles each host's slice of the batch into global arrays (multi-host safe)."""
     return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
             for k, v in local_batch.items()}
+
+
+def replicated(tree, mesh):
+    """``tree``'s arrays (host values, the same on every process) as global arrays replicated over
+    ``mesh``: what orbax can save from a multi-process run, where a process-local array is refused.
+    Arrays that are global already are returned as they are."""
+    spec = NamedSharding(mesh, P())
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x  # already global (an in-step stream's state, part of the train state)
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, spec, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
