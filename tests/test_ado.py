@@ -117,6 +117,7 @@ def _tiny_ado(d, variant):
     return mixer.init(d), jax.jit(mixer.update)
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 @settings(max_examples=16, deadline=None)
 @given(case=st.sampled_from([(1, "paper"), (64, "paper"), (3, "reference")]), data=st.data())
 def test_ado_weights_stay_on_simplex_under_extreme_stats(case, data):
@@ -250,6 +251,7 @@ def _fit_conds(jaxpr) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_vmapped_ado_keeps_its_fit_cond_and_equals_the_seed_loop():
     from ado_jax.mixing.simulator import PowerLawEnv, run
 

@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ado_jax import cli, loop, sharding, train
 from ado_jax.config import MeshConfig, load_config
@@ -35,6 +36,7 @@ def test_device_and_host_loaders_have_the_loader_methods():
         np.testing.assert_array_equal(loader.sizes(), data_setup.train_stream(cfg).sizes())
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_host_batch_and_in_step_stream_take_the_same_step():
     cfg = load_config("tiny", BASE)
     mesh = sharding.make_mesh(MeshConfig(data=-1))

@@ -57,6 +57,7 @@ def copy(base, tmp_path):
 
 # ------------------------------------------------------------------------ Ctrl-C and signals
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_ctrl_c_saves_a_checkpoint_between_steps_and_resumes_exactly(base, tmp_path, capsys):
     run = tmp_path / "run"
 

@@ -65,6 +65,7 @@ def test_eval_command_reproduces_the_final_evaluation(full_dir, capsys):
     assert printed["eval_loss"] == pytest.approx(logged["eval_loss"], rel=1e-6)
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_partial_checkpoint_is_never_latest(tmp_path, full_run):
     _train(tmp_path, 8)
     # A save killed midway leaves orbax's temporary directory behind, never a finalized step.
@@ -91,6 +92,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == last_logged >= 3
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_host_loader_resume_is_exact(tmp_path):
     """A corpus of token files read on the host: the loader's position is checkpointed too."""
     from ado_jax.data.encode import encode_dir

@@ -28,6 +28,7 @@ def _setup(mixer, *overrides):
     return cfg, stream, state, step
 
 
+@pytest.mark.slow  # 16-26 s in a quiet default run; CI runs it (pytest -m slow)
 def test_gradient_accumulation_matches_one_big_batch():
     _, stream, s1, step1 = _setup(static([1, 1, 1, 1]))
     _, _, s2, step2 = _setup(static([1, 1, 1, 1]), "train.grad_accum=2")
