@@ -25,7 +25,6 @@ object-oriented API (no pyplot global state) and written atomically (temp file, 
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 from etils import epath
@@ -43,14 +42,9 @@ def _figure(**kw):
 
 
 def _save(fig, path: epath.Path) -> epath.Path:
-    if storage.is_object_store(path):  # one upload: atomic, no rename needed
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        storage.write_bytes(path, buf.getvalue())
-        return path
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    storage.write_bytes(path, buf.getvalue())  # atomic: a renamed temporary file, or one upload
     return path
 
 

@@ -32,7 +32,7 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from ado_jax.data.chunk_reader import ChunkReader
-from ado_jax.data.host_source import draw_domains
+from ado_jax.data.host_source import draw_domains, stop_pool
 from ado_jax.mixing.base import check_weights
 
 MAX_AHEAD = 16  # read-ahead entries per domain at most (the memory cap usually binds first)
@@ -258,8 +258,4 @@ class ChunkedPrefetcher:
 
     def close(self) -> None:
         """Stops the fill thread (pending batches are dropped; ``state`` still restores them)."""
-        if self._pool is not None:
-            for f in self._futures:
-                f.cancel()
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool = stop_pool(self._pool, self._futures)

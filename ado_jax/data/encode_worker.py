@@ -19,6 +19,7 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ado_jax import storage
 from ado_jax.data.records import read_records
 from ado_jax.data.shard_writer import ShardWriter
 from ado_jax.data.tokenizer import load_tokenizer
@@ -31,9 +32,7 @@ MAX_DOMAINS = 256  # per input file: more distinct values means the wrong --doma
 def write_json_atomic(path: Path, obj) -> None:
     """Writes ``obj`` as JSON to ``path`` via a temporary file and ``os.replace`` (parents made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(obj, indent=1))
 
 
 def _check_domain(name: str, where: str) -> None:

@@ -149,14 +149,19 @@ class Prefetcher:
 
     def close(self) -> None:
         """Stops the background thread (pending batches are dropped; ``state`` still restores them)."""
-        if self._pool is not None:
-            for f in self._futures:
-                f.cancel()
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool = stop_pool(self._pool, self._futures)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def stop_pool(pool, futures) -> None:
+    """Cancels ``futures`` not yet started and shuts ``pool`` down, waiting for the running one;
+    returns None (for ``self._pool = stop_pool(...)``). A None ``pool`` is already stopped."""
+    if pool is not None:
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True)

@@ -24,17 +24,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ado_jax import storage
 from ado_jax.data.hf_tokenizer import HFTokenizer, check_ids, decode_ids, save_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 BPE_FILE = "bpe.json"
 EOS = "<|endoftext|>"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ByteTokenizer:
@@ -159,7 +154,7 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(tok, (BPETokenizer, HFTokenizer)):
         tok.save(directory / tok.to_config()["file"])
-    _atomic_write_text(directory / TOKENIZER_FILE, json.dumps(tok.to_config(), indent=1))
+    storage.write_text(directory / TOKENIZER_FILE, json.dumps(tok.to_config(), indent=1))
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
