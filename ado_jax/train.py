@@ -20,6 +20,7 @@ from ado_jax.mixing import tracker
 from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import ModelConfig, TrainConfig
 from ado_jax.mixing import wants_heldout
+from ado_jax.mixing.base import wants_grad_dot
 from ado_jax.mixing.base import Mixer
 from ado_jax.models.llama import Llama, sequence_losses
 from ado_jax.sharding import batch_sharding, tree_shardings
@@ -150,6 +151,43 @@ def _grads(params, static, batch: dict, grad_accum: int):
     return jnp.mean(loss_A), loss_Ab.reshape(-1), jax.tree.map(lambda g: g / grad_accum, grads)
 
 
+def _domain_grads(params, static, batch: dict, grad_accum: int, num_domains: int):
+    """``_grads``'s (loss, losses ``[B]``, mean gradient), plus ``grad_dot: [D, D]``, the inner
+    products ``<g_i, g_j>`` of the per-domain mean gradients ``g_i`` (mean over domain i's
+    sequences of the batch; 0 for a domain absent from it), for ``DomainStats.grad_dot`` (DoGE).
+
+    One forward pass per micro-batch and D + 1 backward passes, all from one ``jax.vjp``: row i
+    of the cotangents selects domain i's sequences, row D is the batch mean (the update's
+    gradient). Memory: D + 1 gradient-sized buffers."""
+    size = batch["inputs"].shape[0]
+
+    def per_micro(p, mb):
+        loss_fn = lambda q: sequence_losses(eqx.combine(q, static)(mb["inputs"]), mb["targets"], mb.get("mask"))
+        loss_b, vjp = jax.vjp(loss_fn, p)
+        onehot_Db = jax.nn.one_hot(mb["domain"], num_domains, dtype=loss_b.dtype, axis=0)
+        cot = jnp.concatenate([onehot_Db, jnp.full((1, loss_b.shape[0]), 1.0 / size, loss_b.dtype)])
+        return loss_b, jax.vmap(vjp)(cot)[0]
+
+    if grad_accum == 1:
+        loss_B, sums = per_micro(params, batch)
+    else:
+        micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+        def body(acc, mb):
+            loss_b, g = per_micro(params, mb)
+            return jax.tree.map(jnp.add, acc, g), loss_b
+
+        zeros = jax.tree.map(lambda x: jnp.zeros((num_domains + 1, *x.shape), x.dtype), params)
+        sums, loss_Ab = jax.lax.scan(body, zeros, micro)
+        loss_B = loss_Ab.reshape(-1)
+    count_D = jax.ops.segment_sum(jnp.ones_like(loss_B), batch["domain"], num_segments=num_domains)
+    scale_D = 1.0 / jnp.maximum(count_D, 1.0)
+    grad_dot = sum(
+        (lambda g: g @ g.T)(x[:num_domains].reshape(num_domains, -1).astype(jnp.float32) * scale_D[:, None])
+        for x in jax.tree.leaves(sums))
+    return jnp.mean(loss_B), loss_B, jax.tree.map(lambda x: x[num_domains], sums), grad_dot
+
+
 def heldout_losses(model: Llama, batches: dict) -> Array:
     """Per-domain held-out loss ``[D]`` of ``model`` over fixed batches shaped ``[D, n, B, T]``."""
     def per_batch(_, mb):
@@ -175,6 +213,10 @@ def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shard
     evaluated on them inside the step, under ``lax.cond``, at the steps the mixer asks for
     (``wants_heldout(mixer_state)``: Aioli's LearnParams rounds, held-out DoReMi), and the losses
     reach the mixer as ``DomainStats.heldout_loss``; other steps skip the evaluation entirely.
+    Likewise, a mixer whose state asks for gradient inner products (``wants_grad_dot``: DoGE)
+    gets ``DomainStats.grad_dot [D, D]`` of this batch's per-domain mean gradients, computed
+    under ``lax.cond`` (D + 1 backward passes) at the steps it asks; for any other mixer the
+    step's program is unchanged.
 
     Metrics (device arrays): ``loss`` [], ``grad_norm`` [], ``lr`` [], ``skipped`` [] (1 when the
     gradient or update was not finite and therefore not applied), ``skipped_in_row`` [] (steps
@@ -189,11 +231,20 @@ def make_train_step(train_cfg: TrainConfig, optimizer, mixer: Mixer, mesh, shard
         batch, stream_state = data.next(state.stream_state, weights_D)
         batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)), batch)
         params, static = eqx.partition(state.model, eqx.is_array)
-        loss, loss_B, grads = _grads(params, static, batch, train_cfg.grad_accum)
+        want_gd = wants_grad_dot(state.mixer_state)
+        if want_gd is False:  # every mixer but DoGE: the step as it always was
+            loss, loss_B, grads = _grads(params, static, batch, train_cfg.grad_accum)
+        else:  # per-domain gradients only at the steps the mixer asks for them
+            loss, loss_B, grads, grad_dot = jax.lax.cond(
+                want_gd, lambda: _domain_grads(params, static, batch, train_cfg.grad_accum, num_domains),
+                lambda: (*_grads(params, static, batch, train_cfg.grad_accum),
+                         jnp.zeros((num_domains, num_domains), jnp.float32)))
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         model = eqx.combine(optax.apply_updates(params, updates), static)
 
         stats = tracker.domain_stats(loss_B, batch["domain"], num_domains, state.step)
+        if want_gd is not False:
+            stats = stats._replace(grad_dot=grad_dot)
         want = wants_heldout(state.mixer_state) if heldout is not None else False
         if want is not False:  # a mixer that can ask: evaluate under lax.cond only when it does
             held_D = jax.lax.cond(want, lambda: heldout_losses(model, heldout), lambda: jnp.zeros(num_domains))

@@ -14,6 +14,7 @@ from ado_jax.mixing.aioli import AioliConfig, AioliState, aioli, normalize_a, sm
 from ado_jax.mixing.doremi import DoReMiConfig, DoReMiState, doremi
 from ado_jax.mixing.odm import ODMConfig, ODMState, exploration_rate, odm
 from ado_jax.mixing.skill_it import SkillItConfig, SkillItState, skill_it, skills_graph
+from ado_jax.mixing.doge import DoGEConfig, DoGEState, doge
 from ado_jax.mixing.grid_search import GridResult, dirichlet_points, grid_search, simplex_grid
 from ado_jax.mixing.scaling_law import FitBounds, FitInfo, PowerLaw, fit_power_law
 
@@ -22,5 +23,6 @@ __all__ = ["DomainStats", "Mixer", "check_weights", "normalize", "MixerConfig", 
            "static", "ema", "floor_probability", "schedule", "warmup", "with_floor", "AdoConfig", "AdoState", "ado",
            "fitted_values", "set_fit", "AioliConfig", "AioliState", "aioli", "normalize_a", "smoothed_onehots",
            "wants_heldout", "DoReMiConfig", "DoReMiState", "doremi", "ODMConfig", "ODMState", "exploration_rate",
-           "odm", "SkillItConfig", "SkillItState", "skill_it", "skills_graph", "GridResult", "dirichlet_points",
+           "odm", "SkillItConfig", "SkillItState", "skill_it", "skills_graph", "DoGEConfig", "DoGEState", "doge",
+           "GridResult", "dirichlet_points",
            "grid_search", "simplex_grid", "FitBounds", "FitInfo", "PowerLaw", "fit_power_law"]

@@ -37,6 +37,10 @@ class DomainStats(NamedTuple):
       heldout_loss: [D] float32 — per-domain held-out loss, meaningful only where
         ``heldout_valid`` is true (Aioli, DoReMi evaluate it inside the step).
       heldout_valid: [] bool — whether ``heldout_loss`` was evaluated at this step.
+      grad_dot: [D, D] float32 or None — ``grad_dot[i, j] = <g_i, g_j>``, the inner products of
+        the batch's per-domain mean training gradients (the model before the update; a domain
+        absent from the batch has ``g = 0``). The train step computes it only for a mixer that
+        asks (``wants_grad_dot``, DoGE); None otherwise (no leaf, so other mixers are unchanged).
     """
 
     loss_sum: Array
@@ -44,15 +48,18 @@ class DomainStats(NamedTuple):
     step: Array
     heldout_loss: Array
     heldout_valid: Array
+    grad_dot: Array | None = None
 
     @staticmethod
-    def create(loss_sum, count, step, heldout_loss=None) -> "DomainStats":
-        """Builds stats from ``loss_sum: [D]``, ``count: [D]``, ``step: []``; held-out optional."""
+    def create(loss_sum, count, step, heldout_loss=None, grad_dot=None) -> "DomainStats":
+        """Builds stats from ``loss_sum: [D]``, ``count: [D]``, ``step: []``; held-out losses [D]
+        and gradient inner products ``grad_dot: [D, D]`` optional."""
         loss_sum = jnp.asarray(loss_sum, jnp.float32)
         count = jnp.asarray(count, jnp.float32)
         valid = heldout_loss is not None
         heldout = jnp.zeros_like(loss_sum) if heldout_loss is None else jnp.asarray(heldout_loss, jnp.float32)
-        return DomainStats(loss_sum, count, jnp.asarray(step, jnp.int32), heldout, jnp.asarray(valid))
+        gd = None if grad_dot is None else jnp.asarray(grad_dot, jnp.float32)
+        return DomainStats(loss_sum, count, jnp.asarray(step, jnp.int32), heldout, jnp.asarray(valid), gd)
 
     def mean_loss(self) -> Array:
         """[D] mean loss per domain this step; NaN where the domain had no sequences."""
@@ -150,13 +157,29 @@ def wants_heldout(mixer_state: MixerState) -> Array | bool:
     nested NamedTuple states and their answers are OR-ed. When no (nested) state has the field,
     the answer is the Python constant ``False``, so a trainer can skip compiling the evaluation.
     """
-    if hasattr(mixer_state, "wants_heldout"):
-        return jnp.asarray(mixer_state.wants_heldout, bool)
+    return _nested_flag(mixer_state, "wants_heldout")
+
+
+def wants_grad_dot(mixer_state: MixerState) -> Array | bool:
+    """[] bool: whether the next ``update`` needs ``stats.grad_dot`` (per-domain gradient inner products).
+
+    The same contract as ``wants_heldout``, for the field ``wants_grad_dot: [] bool`` (DoGE's
+    state has it): the train step then computes the per-domain mean gradients of this step's
+    batch and passes ``DomainStats.grad_dot [D, D]``. A state tree without the field anywhere
+    answers the Python constant ``False``, and the train step is then exactly what it was.
+    """
+    return _nested_flag(mixer_state, "wants_grad_dot")
+
+
+def _nested_flag(mixer_state: MixerState, field: str) -> Array | bool:
+    """The OR of ``field`` over ``mixer_state`` and its nested NamedTuple states; False if none has it."""
+    if hasattr(mixer_state, field):
+        return jnp.asarray(getattr(mixer_state, field), bool)
     out = False
     children = mixer_state if isinstance(mixer_state, (tuple, list)) else ()
     for child in children:
         if isinstance(child, tuple):
-            out = out | wants_heldout(child)
+            out = out | _nested_flag(child, field)
     return out
 
 
