@@ -110,6 +110,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_fit_mixture(args) -> int:
+    """Fits DML or RegMix to a table of static-mixture runs; writes the weights JSON (``mixing.offline_fits``)."""
+    from ado_jax.mixing.offline_fits import fit_main
+
+    return fit_main(args)
+
+
 def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     """The ``ado-jax`` argument parser: train, eval, corpus build|encode, plot, compare, export.
 
@@ -163,6 +170,16 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, help="the checkpoint's step (default: the latest)")
     p.add_argument("--force", action="store_true", help="replace --out when it exists and is not empty")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("fit-mixture", help="fit DML or RegMix to a table of static-mixture runs and write the "
+                       "predicted best mixture as a weights JSON (train it: --set mixer.weights_from=OUT)")
+    p.add_argument("table", metavar="TABLE", help="run table, JSON or CSV (local or gs://): see docs/mixers.md")
+    p.add_argument("--method", choices=["dml", "regmix-linear", "regmix-lgbm"], default="dml")
+    p.add_argument("--target", default="uniform", help="uniform | natural | all | eval_only | domain:NAME")
+    p.add_argument("--out", required=True, help="the weights JSON to write (local or gs://)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and RegMix's candidates")
+    p.set_defaults(fn=cmd_fit_mixture)
 
     from ado_jax.data import corpus_cli
 

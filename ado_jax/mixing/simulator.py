@@ -207,3 +207,18 @@ def run_from(mixer: Mixer, env: _Env, steps: int, key, mixer_state, env_state: S
         body, (mixer_state, env_state, key), None, length=int(steps)
     )
     return SimResult(w_SD, loss_SD, m_state, e_state, key)
+
+
+def static_runs(env: _Env, mixtures_ND, steps: int, key) -> Array:
+    """[N, D] true held-out losses after ``steps`` steps of static-mixture runs, one per row of
+    ``mixtures_ND: [N, D]``, all vmapped (the run table of an offline fit: DML, RegMix, grid search).
+
+    Every run uses the same ``key`` (common random numbers); add observation noise yourself.
+    """
+    from ado_jax.mixing.basic import WeightsState, static
+
+    w_ND = jnp.asarray(mixtures_ND, jnp.float32)
+    w_ND = w_ND / jnp.sum(w_ND, axis=1, keepdims=True)
+    mixer = static(jnp.ones((w_ND.shape[1],)))
+    one = lambda w: run_from(mixer, env, steps, key, WeightsState(w), env.init()).env_state.loss
+    return jax.jit(jax.vmap(one))(w_ND)
