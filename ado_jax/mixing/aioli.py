@@ -36,6 +36,7 @@ keeps the previous A and p.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from typing import Any, NamedTuple
 
@@ -180,8 +181,11 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
         num_seg = d * sweeps
         seg = segment_steps if segment_steps is not None else max(1, int(delta * round_steps / num_seg))
         if seg < 1 or num_seg * seg > round_steps:
+            budget = (f"; the smallest train.decay_steps that fits {rounds} rounds is "
+                      f"{init_steps + rounds * num_seg * max(seg, 1)}, or lower mixer.rounds / mixer.sweeps, or "
+                      "mixer.fit=auto sizes them" if total_steps is not None and segment_steps is None else "")
             raise ValueError(f"LEARNPARAMS needs D*sweeps*segment_steps = {num_seg}*{seg} <= round_steps"
-                             f" = {round_steps}; lower delta/sweeps/segment_steps or raise round_steps")
+                             f" = {round_steps}; lower delta/sweeps/segment_steps or raise round_steps{budget}")
         return num_seg, seg, num_seg * seg
 
     def phase(step, d) -> RoundPhase:
@@ -282,10 +286,43 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
     return Mixer(init, update, aioli_metrics)
 
 
+def aioli_sizing(num_domains: int, total_steps: int, rounds: int, sweeps: int, delta: float,
+                 init_steps: int = 1) -> tuple[int, int, str]:
+    """``(rounds, sweeps, note)`` that fit ``total_steps``: the given ones when LEARNPARAMS fits
+    a round (D · sweeps ≤ round_steps, one step a segment at least), else the largest sweeps
+    (down to 1) keeping ``rounds``, then fewer rounds, each long enough that LEARNPARAMS stays
+    within ``delta`` of it (D · sweeps ≤ δ · round_steps), as the paper's schedule does; when
+    not even one such round fits, one round with one-step segments. ``note`` says what changed
+    ("" when nothing). ValueError, naming the smallest ``train.decay_steps``, when fewer steps
+    than D are left after ``init_steps``."""
+    d = check_num_domains(num_domains)
+    avail = int(total_steps) - init_steps
+    if d * sweeps <= avail // rounds:
+        return rounds, sweeps, ""
+    if avail < d:
+        raise ValueError(f"aioli with {d} domains needs train.decay_steps >= {init_steps + d} (one LEARNPARAMS "
+                         f"step per domain after {init_steps} init step(s)), got {total_steps}")
+    fits = {k: avail // math.ceil(d * k / delta) for k in range(sweeps, 0, -1)}  # rounds of ceil(D k / δ) steps
+    k = next((k for k, r in fits.items() if r >= rounds), 1)
+    new_rounds = min(rounds, fits[k]) if fits[k] >= 1 else 1
+    round_steps = avail // new_rounds
+    learn = d * k * max(1, int(delta * round_steps / (d * k)))
+    note = (f"mixer aioli: {rounds} rounds x {sweeps} sweeps over {d} domains do not fit {avail} steps (LEARNPARAMS "
+            f"needs D*sweeps = {d * sweeps} of each {avail // rounds}-step round); sized to {new_rounds} round(s) x "
+            f"{k} sweep(s) of {round_steps} steps, LEARNPARAMS {learn} steps ({learn / round_steps:.0%} of a round, "
+            f"delta={delta}). The paper's schedule needs train.decay_steps >= "
+            f"{init_steps + rounds * math.ceil(d * sweeps / delta)}; mixer.fit=strict refuses instead")
+    return new_rounds, k, note
+
+
 @register("aioli")
 @dataclasses.dataclass
 class AioliConfig(MixerConfig):
-    """Aioli (arXiv:2411.05735); rounds span ``train.decay_steps``, the run's planned length."""
+    """Aioli (arXiv:2411.05735); rounds span ``train.decay_steps``, the run's planned length.
+
+    With ``fit="auto"`` (the default) a run too short for ``rounds`` × ``sweeps`` is sized by
+    ``aioli_sizing`` and the start-up output says how; ``fit="strict"`` refuses it instead.
+    """
 
     prior: str = option("natural", "mixture of the init_steps before the first round: natural | uniform")
     rounds: int = option(20, "rounds T over train.decay_steps")
@@ -297,13 +334,30 @@ class AioliConfig(MixerConfig):
     variant: str = option("full", "full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
     init_steps: int = option(0, "steps on the prior (mixer.prior) before the first round (Aioli+method); "
                                 "0: one step on uniform, whose held-out loss is round 1's baseline")
+    fit: str = option("auto", "auto: a run too short for rounds x sweeps gets fewer sweeps, then fewer rounds, "
+                              "keeping delta (said at start) | strict: refuse it, naming the steps needed")
+
+    def _sized(self, sizes_D, total_steps) -> tuple[int, int, str]:
+        if self.fit not in ("auto", "strict"):
+            raise ValueError(f"mixer.fit={self.fit!r}: expected auto | strict")
+        rounds = 1 if self.variant == "static" else self.rounds
+        if total_steps is None or self.fit == "strict" or rounds < 1 or self.sweeps < 1:
+            return rounds, self.sweeps, ""  # aioli() checks and explains
+        return aioli_sizing(len(sizes_D), total_steps, rounds, self.sweeps, self.delta, self.init_steps or 1)
+
+    def describe(self, sizes_D, total_steps: int | None = None) -> str:
+        """The sizing note when ``fit="auto"`` changed the rounds or sweeps, else ""."""
+        return self._sized(sizes_D, total_steps)[2]
 
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
         """The Aioli mixer over ``total_steps`` for domains of sizes ``sizes_D: [D]``."""
         if self.variant not in ("full", "static", "diagonal"):
             raise ValueError(f"mixer.variant={self.variant!r}: expected full | static | diagonal")
+        rounds, sweeps, _ = self._sized(sizes_D, total_steps)
         prior = prior_weights(self.prior, sizes_D)
-        return aioli(total_steps, rounds=self.rounds, sweeps=self.sweeps, delta=self.delta, eps=self.eps,
+        mixer = aioli(total_steps, rounds=rounds, sweeps=sweeps, delta=self.delta, eps=self.eps,
                      eta=self.eta, gamma=None if self.gamma < 0 else self.gamma, static=self.variant == "static",
                      diagonal=self.variant == "diagonal", init_steps=self.init_steps or None,
                      p_init=prior if self.init_steps else None, seed=seed)
+        jax.eval_shape(lambda: mixer.init(len(sizes_D)))  # a schedule that does not fit fails here, not in the loop
+        return mixer

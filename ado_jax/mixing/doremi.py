@@ -102,18 +102,59 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
 @register("doremi")
 @dataclasses.dataclass
 class DoReMiConfig(MixerConfig):
-    """Online DoReMi (arXiv:2305.10429) against a reference model's per-domain losses."""
+    """Online DoReMi (arXiv:2305.10429) against a reference model's per-domain losses.
+
+    The reference, in order of precedence: ``reference_losses`` typed in; the last ``eval_loss``
+    of the run at ``reference_run``; else ``ado-jax train`` trains it first, as DoReMi's step 1
+    does (a model of the same size and steps on the ``reference_mixer`` mixture), into
+    ``RUN_DIR/reference``, and reads it from there.
+    """
 
     reference_losses: list[float] = option([], "per-domain losses of a reference model (e.g. eval_loss of a "
-                                               "balanced run)")
+                                               "balanced run); empty: from reference_run")
+    reference_run: str = option("", "run directory (local or gs://) whose last eval_loss per domain is the "
+                                    "reference; empty: RUN_DIR/reference, trained first by ado-jax train")
+    reference_mixer: str = option("balanced", "mixer of the reference run trained by ado-jax train: balanced "
+                                              "(uniform, the Aioli paper's stratified) | natural")
     eta: float = option(1.0, "exponentiated-gradient step size (Xie et al.: 1)")
     smoothing: float = option(1e-3, "weight of the uniform mixture mixed in each step")
     use_heldout: bool = option(False, "excess loss on in-step held-out batches instead of training losses")
 
+    def _reference_dir(self, run_dir: str) -> str:
+        return self.reference_run or f"{str(run_dir).rstrip('/')}/reference"
+
+    def prerequisite_runs(self, cfg, run_dir: str) -> list:
+        """The reference run, when neither ``reference_losses`` nor ``reference_run`` is given:
+        ``cfg`` with the ``reference_mixer`` and an evaluation at its last step, in ``RUN_DIR/reference``."""
+        if self.reference_losses or self.reference_run:
+            return []
+        if self.reference_mixer not in ("balanced", "natural"):
+            raise ValueError(f"mixer.reference_mixer={self.reference_mixer!r}: expected balanced | natural")
+        from ado_jax.config import config_from_dict
+
+        tree = cfg.to_dict()
+        tree["mixer"] = {"name": self.reference_mixer}
+        tree["train"]["eval_every"] = tree["train"]["eval_every"] or tree["train"]["steps"]
+        return [(self._reference_dir(run_dir), config_from_dict(tree))]
+
+    def resolve(self, domains, run_dir: str) -> "DoReMiConfig":
+        """With ``reference_losses`` read from the reference run's last ``eval_loss`` (by domain name)."""
+        if self.reference_losses:
+            return self
+        from ado_jax.mixing.run_inputs import last_record_with, per_domain
+
+        ref_dir = self._reference_dir(run_dir)
+        rec = last_record_with(ref_dir, "eval_loss", "mixer.reference_run")
+        losses = per_domain(rec["eval_loss"], domains, "mixer.reference_run", ref_dir)
+        return dataclasses.replace(self, reference_losses=losses.tolist())
+
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
-        """The DoReMi mixer; ValueError unless there is one reference loss per domain of ``sizes_D: [D]``."""
+        """The DoReMi mixer; ValueError unless there is one reference loss per domain of ``sizes_D: [D]``
+        (call ``resolve`` first to read ``reference_run``)."""
         del total_steps, seed
         if len(self.reference_losses) != len(sizes_D):
             raise ValueError(f"mixer.reference_losses={self.reference_losses}: doremi needs one reference loss per "
-                             f"domain ({len(sizes_D)}), e.g. the eval_loss of a run with --mixer balanced")
+                             f"domain ({len(sizes_D)}): type them in, or give mixer.reference_run=RUN (a run "
+                             "trained with --mixer balanced), or leave both empty and ado-jax train trains the "
+                             "reference first")
         return doremi(self.reference_losses, eta=self.eta, smoothing=self.smoothing, use_heldout=self.use_heldout)

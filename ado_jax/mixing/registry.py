@@ -49,6 +49,26 @@ class MixerConfig:
         """
         raise NotImplementedError(f"mixer {self.name!r} has no build()")
 
+    def describe(self, sizes_D, total_steps: int | None = None) -> str:
+        """A line for the run's start-up output about what ``build`` chose on its own (e.g. Aioli
+        sized to the run's steps), or "" when there is nothing to say."""
+        del sizes_D, total_steps
+        return ""
+
+    def resolve(self, domains: tuple[str, ...], run_dir: str) -> "MixerConfig":
+        """This config with its inputs from other runs read in (DoReMi's ``reference_run``,
+        Skill-It's ``graph_from``), for the trained ``domains`` of the run at ``run_dir``; the
+        run's ``config.json`` keeps the fields as given. The base class has none: ``self``."""
+        del domains, run_dir
+        return self
+
+    def prerequisite_runs(self, cfg, run_dir: str) -> list[tuple[str, object]]:
+        """``[(run_dir, Config)]``: runs ``ado-jax train`` trains before this one, in order
+        (DoReMi's reference model when none is given). Each is an ordinary run directory, so
+        it resumes, and one that is complete is not trained again. The base class: none."""
+        del cfg, run_dir
+        return []
+
     def to_dict(self) -> dict:
         """``{"name": ..., field: value, ...}``: what ``config.json`` stores for the mixer."""
         return {"name": self.name, **dataclasses.asdict(self)}

@@ -19,6 +19,15 @@ With ``window=None`` the sum runs over all rounds, which is exactly Aioli's EGD 
 ``p^{t+1}_j ∝ p^t_j exp(η Σ_i A^SG_ij L^t_val,i)`` (Theorem 1, Prop. 1). Table 13's values:
 T = 10 rounds, η = 0.2, window 3 (the default). The held-out losses are requested at the last
 step of every round through ``state.wants_heldout`` (see ``ado_jax.mixing.aioli.wants_heldout``).
+
+Without a graph (``graph=None``, the CLI's default) the graph is estimated from the run itself,
+the Aioli paper's view of Skill-It as a method whose A comes from training on each domain: one
+step on ``p_init`` gives a baseline held-out loss, then D segments of ``graph_segment_steps``
+train on domain j alone (segment j), and ``A^SG[:, j]`` is the relative held-out drop over
+segment j; the rounds then split the remaining steps. This differs from Skill-It's D separate
+runs from one checkpoint: segment j starts where segment j−1 ended, so earlier segments see the
+larger early drops (a bias toward the first domains of the order, which is the domain order).
+Give ``graph`` (or ``mixer.graph_from=RUN``, the graph another run estimated) for the paper's.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ from ado_jax.mixing.base import DomainStats, Mixer, check_int, check_num_domains
 class SkillItState(NamedTuple):
     """weights: [D] next mixture; losses: [W, D] last W rounds' held-out losses (ring buffer);
     filled: [W] bool which slots hold a loss; rounds_done: [] int32; step: [] int32;
-    wants_heldout: [] bool."""
+    wants_heldout: [] bool; graph: [D, D] the skills graph (estimated in the run, or given);
+    base_loss: [D] held-out loss at the start of the current estimation segment."""
 
     weights: jax.Array
     losses: jax.Array
@@ -46,6 +56,8 @@ class SkillItState(NamedTuple):
     rounds_done: jax.Array
     step: jax.Array
     wants_heldout: jax.Array
+    graph: jax.Array
+    base_loss: jax.Array
 
 
 def skills_graph(loss_start, loss_end) -> np.ndarray:
@@ -68,50 +80,124 @@ def skills_graph(loss_start, loss_end) -> np.ndarray:
     return ((start - end) / start).T.astype(np.float32)
 
 
-def skill_it(graph, total_steps: int | None = None, *, rounds: int = 10, round_steps: int | None = None,
-             eta: float = 0.2, window: int | None = 3, p_init=None) -> Mixer:
+class SkillItSchedule(NamedTuple):
+    """Steps of a Skill-It run with D domains: ``graph_steps`` estimating the graph (0 when
+    given: 1 + D · ``segment_steps``), then ``rounds`` rounds of ``round_steps``."""
+
+    graph_steps: int
+    segment_steps: int
+    rounds: int
+    round_steps: int
+
+
+def skill_it_schedule(d: int, total_steps: int | None, rounds: int, round_steps: int | None, estimate: bool,
+                      segment_steps: int | None = None, graph_fraction: float = 0.1) -> SkillItSchedule:
+    """The schedule for ``d`` domains; lowers ``rounds`` to the steps left after the estimation
+    (at least one step a round), ValueError naming the smallest ``total_steps`` that fits."""
+    seg = 0
+    if estimate:
+        if segment_steps is None:
+            if total_steps is None:
+                raise ValueError("skill_it estimating its graph needs total_steps or graph_segment_steps")
+            segment_steps = max(1, int(graph_fraction * total_steps / d))
+        seg = check_int("graph_segment_steps", segment_steps, low=1)
+    graph_steps = 1 + d * seg if estimate else 0
+    if round_steps is None:
+        if total_steps is None:
+            raise ValueError("skill_it needs total_steps or round_steps, got neither")
+        left = int(total_steps) - graph_steps
+        if left < 1:
+            raise ValueError(f"skill_it estimating a [{d}, {d}] skills graph needs total_steps >= {graph_steps + 1} "
+                             f"(1 + D*graph_segment_steps = {graph_steps} to estimate, then a round), got "
+                             f"{total_steps}: raise train.decay_steps or give mixer.graph")
+        rounds = min(rounds, left)
+        round_steps = left // rounds
+    return SkillItSchedule(graph_steps, seg, rounds, check_int("round_steps", round_steps, low=1))
+
+
+def skill_it(graph=None, total_steps: int | None = None, *, rounds: int = 10, round_steps: int | None = None,
+             eta: float = 0.2, window: int | None = 3, p_init=None, graph_segment_steps: int | None = None,
+             graph_fraction: float = 0.1) -> Mixer:
     """The Skill-It online mixer.
 
     Args:
       graph: [D, D] skills graph ``A^SG[i, j]`` (effect of training on j on domain i), e.g.
-        from ``skills_graph``; must be finite.
-      total_steps: train steps S, split into ``rounds`` rounds (or give ``round_steps``).
-      rounds: T; after T rounds the last mixture is kept.
+        from ``skills_graph``; must be finite. None: estimated in the run (module docstring).
+      total_steps: train steps S, split into ``rounds`` rounds (or give ``round_steps``), after
+        the estimation when there is one.
+      rounds: T; after T rounds the last mixture is kept. Lowered to the steps left when fewer.
       eta: η.
       window: w rounds of losses in the exponent (None: all, = Aioli's EGD form).
       p_init: [D] p^0 (default uniform).
+      graph_segment_steps: steps per domain when estimating (default ``graph_fraction · S / D``, ≥ 1).
+      graph_fraction: share of S spent estimating the graph, when ``graph_segment_steps`` is None.
     """
-    g_DD = np.asarray(graph, np.float32)
-    if g_DD.ndim != 2 or g_DD.shape[0] != g_DD.shape[1] or not np.all(np.isfinite(g_DD)):
-        raise ValueError(f"graph must be a finite [D, D] matrix, got shape {g_DD.shape}")
-    d_graph = g_DD.shape[0]
+    estimate = graph is None
+    g_DD = None
+    if not estimate:
+        g_DD = np.asarray(graph, np.float32)
+        if g_DD.ndim != 2 or g_DD.shape[0] != g_DD.shape[1] or not np.all(np.isfinite(g_DD)):
+            raise ValueError(f"graph must be a finite [D, D] matrix, got shape {g_DD.shape}")
     rounds = check_int("rounds", rounds, low=1)
-    if round_steps is None:
-        if total_steps is None:
-            raise ValueError("skill_it needs total_steps or round_steps, got neither")
-        round_steps = int(total_steps) // rounds
-    round_steps = check_int("round_steps (total_steps // rounds)", round_steps, low=1)
     if window is not None:
         check_int("window (or None)", window, low=1)
     check_number("eta", eta, low=0.0, finite=True)
+    check_number("graph_fraction", graph_fraction, low=0.0, finite=True)
     slots = int(window) if window is not None else 1  # window None: one slot holds the running sum
-    p0 = np.full((d_graph,), 1.0 / d_graph, np.float32) if p_init is None else check_weights(p_init, d_graph, "p_init")
-    log_p0 = jnp.log(jnp.maximum(jnp.asarray(p0), 1e-30))
+    p_init = None if p_init is None else np.asarray(p_init, np.float32)
+    if g_DD is not None:  # fail at construction when the sizes are known
+        skill_it_schedule(g_DD.shape[0], total_steps, rounds, round_steps, False)
+        if p_init is not None:
+            check_weights(p_init, g_DD.shape[0], "p_init")
 
-    def wants(step):
-        return ((step + 1) % round_steps == 0) & ((step + 1) // round_steps <= rounds)
+    def schedule(d) -> SkillItSchedule:
+        return skill_it_schedule(d, total_steps, rounds, round_steps, estimate, graph_segment_steps, graph_fraction)
+
+    def prior(d):
+        p0 = np.full((d,), 1.0 / d, np.float32) if p_init is None else check_weights(p_init, d, "p_init")
+        return jnp.asarray(p0, jnp.float32)
+
+    def in_segments(step, sch):  # steps trained on one domain alone while estimating
+        return (step >= 1) & (step < sch.graph_steps)
+
+    def round_end(step, sch):
+        rel = step + 1 - sch.graph_steps
+        return (rel > 0) & (rel % sch.round_steps == 0) & (rel // sch.round_steps <= sch.rounds)
+
+    def wants(step, sch):
+        seg_end = in_segments(step, sch) & (step % max(sch.segment_steps, 1) == 0)
+        return (estimate & ((step == 0) | seg_end)) | round_end(step, sch)
+
+    def next_weights(step, p_D, sch):
+        d = p_D.shape[0]
+        one_hot = jax.nn.one_hot((step - 1) // max(sch.segment_steps, 1), d, dtype=jnp.float32)
+        return jnp.where(in_segments(step, sch), one_hot, p_D)
 
     def init(num_domains) -> SkillItState:
         d = check_num_domains(num_domains)
-        if d != d_graph:
-            raise ValueError(f"graph is [{d_graph}, {d_graph}] but init got num_domains={d}")
+        if g_DD is not None and d != g_DD.shape[0]:
+            raise ValueError(f"graph is [{g_DD.shape[0]}, {g_DD.shape[0]}] but init got num_domains={d}")
+        sch = schedule(d)
         zero = jnp.zeros((), jnp.int32)
-        return SkillItState(jnp.asarray(p0), jnp.zeros((slots, d), jnp.float32), jnp.zeros((slots,), bool),
-                            zero, zero, wants(zero))
+        graph0 = jnp.zeros((d, d), jnp.float32) if g_DD is None else jnp.asarray(g_DD)
+        return SkillItState(next_weights(zero, prior(d), sch), jnp.zeros((slots, d), jnp.float32),
+                            jnp.zeros((slots,), bool), zero, zero, wants(zero, sch), graph0,
+                            jnp.zeros((d,), jnp.float32))
 
     def update(stats: DomainStats, state: SkillItState):
+        d = state.weights.shape[0]
+        sch = schedule(d)
+        step = state.step
         held_D = jnp.asarray(stats.heldout_loss, jnp.float32)
-        ok = state.wants_heldout & stats.heldout_valid & jnp.all(jnp.isfinite(held_D))
+        meas_ok = state.wants_heldout & stats.heldout_valid & jnp.all(jnp.isfinite(held_D))
+        graph, base = state.graph, state.base_loss
+        if estimate:  # segment j ends: column j is the relative held-out drop over it
+            seg_ok = meas_ok & in_segments(step, sch) & jnp.all(base > 0)
+            j = (step - 1) // sch.segment_steps
+            graph = graph.at[:, j].set(jnp.where(seg_ok, (base - held_D) / jnp.maximum(base, 1e-30), graph[:, j]))
+            base = jnp.where(meas_ok, held_D, base)
+        graph_done = estimate & (step + 1 == sch.graph_steps)  # the last segment's loss is round 0's
+        ok = meas_ok & (round_end(step, sch) | graph_done)
         if window is None:
             losses = state.losses.at[0].add(jnp.where(ok, held_D, 0.0))
             filled = state.filled | ok
@@ -120,29 +206,68 @@ def skill_it(graph, total_steps: int | None = None, *, rounds: int = 10, round_s
             losses = state.losses.at[slot].set(jnp.where(ok, held_D, state.losses[slot]))
             filled = state.filled.at[slot].set(state.filled[slot] | ok)
         total_D = jnp.sum(jnp.where(filled[:, None], losses, 0.0), axis=0)
-        logits = log_p0 + eta * (jnp.asarray(g_DD).T @ total_D)
-        w = normalize(jnp.where(ok, jax.nn.softmax(logits), state.weights))
-        step = state.step + 1
-        return w, SkillItState(w, losses, filled, state.rounds_done + ok.astype(jnp.int32), step, wants(step))
+        p0 = prior(d)
+        logits = jnp.log(jnp.maximum(p0, 1e-30)) + eta * (graph.T @ total_D)
+        p_D = jnp.where(ok, jax.nn.softmax(logits), jnp.where(graph_done, p0, state.weights))
+        nxt = step + 1
+        w = normalize(next_weights(nxt, p_D, sch))
+        return w, SkillItState(w, losses, filled, state.rounds_done + ok.astype(jnp.int32), nxt, wants(nxt, sch),
+                               graph, base)
 
-    return Mixer(init, update)
+    return Mixer(init, update, skill_it_metrics)
+
+
+def skill_it_metrics(state: SkillItState) -> dict:
+    """What the train loop logs: ``skills_graph`` [D, D] (written when it changes), the graph a
+    later run reads with ``mixer.graph_from``."""
+    return {"skills_graph": state.graph}
 
 
 @register("skill_it")
 @dataclasses.dataclass
 class SkillItConfig(MixerConfig):
-    """Skill-It (arXiv:2307.14430): mirror descent over a skills graph, in rounds."""
+    """Skill-It (arXiv:2307.14430): mirror descent over a skills graph, in rounds. The graph:
+    ``graph`` typed in, else the last ``skills_graph`` logged by the run at ``graph_from``, else
+    estimated in this run (its first ``graph_fraction`` of the steps)."""
 
     prior: str = option("natural", "initial mixture: natural | uniform")
-    graph: list = option([], "[D, D] skills graph as a JSON list of rows (ado_jax.mixing.skills_graph)")
-    rounds: int = option(20, "rounds T over train.decay_steps")
+    graph: list = option([], "[D, D] skills graph as a JSON list of rows (ado_jax.mixing.skills_graph); empty: "
+                             "from graph_from, else estimated in the run")
+    graph_from: str = option("", "run directory (local or gs://) whose last logged skills_graph is the graph "
+                                 "(matched by domain name)")
+    graph_fraction: float = option(0.1, "share of train.decay_steps spent estimating the graph in the run (one "
+                                        "segment per domain, trained on that domain alone)")
+    rounds: int = option(20, "rounds T over train.decay_steps (after the estimation; lowered when fewer steps "
+                             "are left)")
     eta: float = option(0.2, "exponentiated-gradient step size eta")
 
+    def resolve(self, domains, run_dir: str) -> "SkillItConfig":
+        """With ``graph`` read from ``graph_from``'s last logged ``skills_graph`` (rows, columns by name)."""
+        if self.graph or not self.graph_from:
+            return self
+        from ado_jax.mixing.run_inputs import last_record_with, per_domain_matrix
+
+        rec = last_record_with(self.graph_from, "skills_graph", "mixer.graph_from")
+        graph = per_domain_matrix(rec["skills_graph"], domains, "mixer.graph_from", self.graph_from)
+        return dataclasses.replace(self, graph=graph.tolist())
+
+    def describe(self, sizes_D, total_steps: int | None = None) -> str:
+        """Says when the graph is estimated in the run, over which steps."""
+        if self.graph or total_steps is None:
+            return ""
+        sch = skill_it_schedule(len(sizes_D), total_steps, self.rounds, None, True, None, self.graph_fraction)
+        return (f"mixer skill_it: estimating the [{len(sizes_D)}, {len(sizes_D)}] skills graph in steps 1-"
+                f"{sch.graph_steps - 1} ({sch.segment_steps} step(s) on each domain alone), then {sch.rounds} "
+                f"rounds of {sch.round_steps} steps")
+
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
-        """The Skill-It mixer; ValueError unless ``graph`` is ``[D, D]`` for ``sizes_D: [D]``."""
+        """The Skill-It mixer for ``sizes_D: [D]``; ValueError unless ``graph`` is empty or ``[D, D]``."""
         del seed
-        graph = np.asarray(self.graph, np.float64)
-        if graph.shape != (len(sizes_D), len(sizes_D)):
+        graph = np.asarray(self.graph, np.float64) if self.graph else None
+        if graph is not None and graph.shape != (len(sizes_D), len(sizes_D)):
             raise ValueError(f"mixer.graph has shape {graph.shape}: skill_it needs a [{len(sizes_D)}, {len(sizes_D)}] "
-                             "skills graph (see ado_jax.mixing.skills_graph)")
-        return skill_it(graph, total_steps, rounds=self.rounds, eta=self.eta, p_init=prior_weights(self.prior, sizes_D))
+                             "skills graph (see ado_jax.mixing.skills_graph), or none to estimate it in the run")
+        if self.graph_from and graph is None:
+            raise ValueError("mixer.graph_from is set but not read: call resolve(domains, run_dir) before build")
+        return skill_it(graph, total_steps, rounds=self.rounds, eta=self.eta, p_init=prior_weights(self.prior, sizes_D),
+                        graph_fraction=self.graph_fraction)
