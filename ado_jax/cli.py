@@ -42,8 +42,14 @@ def cmd_train(args) -> int:
 
     opts = loop.RunOptions(force=args.force, reset_mixer=args.reset_mixer, allow_change=args.allow_change,
                            break_lock=args.break_lock)
+    cfg = _load(args)
     try:
-        summary = loop.run(_load(args), args.run_dir, opts)
+        for pre_dir, pre_cfg in cfg.mixer.prerequisite_runs(cfg, args.run_dir):  # e.g. DoReMi's reference
+            if jax.process_index() == 0:
+                print(f"mixer {cfg.mixer.name}: first training {pre_dir} with mixer {pre_cfg.mixer.name} (its "
+                      "reference run; resumes, and is not retrained once complete)", flush=True)
+            loop.run(pre_cfg, pre_dir, opts)
+        summary = loop.run(cfg, args.run_dir, opts)
     except loop.RunStopped as e:
         print(e, file=sys.stderr)
         return e.exit_code
@@ -67,7 +73,7 @@ def cmd_eval(args) -> int:
         raise SystemExit(f"error: no complete checkpoint in {args.run_dir}/checkpoints")
     mesh = sharding.make_mesh(cfg.mesh)
     loader, heldout = data_setup.train_loader(cfg, mesh), data_setup.heldout_stream(cfg, with_eval_only=True)
-    mixer = cfg.mixer.build(loader.sizes(), cfg.train.decay_steps, cfg.train.seed)
+    mixer = loop.build_mixer(cfg, loader.names, loader.sizes(), args.run_dir)
     opt = train.make_optimizer(cfg.train)
     D = len(loader.names)
     # The state's shape, stream state included (a host loader's differs from an in-step stream's).
