@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ado_jax.mixing.registry import MixerConfig, option, register
+from ado_jax.mixing.registry import MixerConfig, config_class, option, register
 from ado_jax.mixing.base import (DomainStats, Mixer, check_fraction, check_int, check_num_domains, check_number,
                                  normalize)
 
@@ -130,12 +130,9 @@ class DoReMiConfig(MixerConfig):
             return []
         if self.reference_mixer not in ("balanced", "natural"):
             raise ValueError(f"mixer.reference_mixer={self.reference_mixer!r}: expected balanced | natural")
-        from ado_jax.config import config_from_dict
-
-        tree = cfg.to_dict()
-        tree["mixer"] = {"name": self.reference_mixer}
-        tree["train"]["eval_every"] = tree["train"]["eval_every"] or tree["train"]["steps"]
-        return [(self._reference_dir(run_dir), config_from_dict(tree))]
+        train = dataclasses.replace(cfg.train, eval_every=cfg.train.eval_every or cfg.train.steps)
+        return [(self._reference_dir(run_dir), dataclasses.replace(cfg, train=train,
+                                                                    mixer=config_class(self.reference_mixer)()))]
 
     def resolve(self, domains, run_dir: str) -> "DoReMiConfig":
         """With ``reference_losses`` read from the reference run's last ``eval_loss`` (by domain name)."""

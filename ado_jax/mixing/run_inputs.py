@@ -7,6 +7,8 @@ domains by name, so the other run may have trained more domains, in another orde
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 __all__ = ["last_record_with", "per_domain", "per_domain_matrix"]
@@ -15,10 +17,20 @@ __all__ = ["last_record_with", "per_domain", "per_domain_matrix"]
 def last_record_with(run_dir: str, key: str, field: str) -> dict:
     """The last record of ``run_dir/metrics.jsonl`` that has ``key``; ``field`` (the config
     field being resolved, e.g. ``mixer.reference_run``) names the input in the errors."""
-    from ado_jax.run_log import read_metrics
+    from ado_jax import storage
 
     path = f"{str(run_dir).rstrip('/')}/metrics.jsonl"
-    records = [r for r in read_metrics(path) if key in r]
+    text = storage.read_text(path) or ""
+    # Whole lines only (a run still writing may have cut its last one short); the records we read
+    # are flat JSON objects, so a line is skipped only when it is not one.
+    records = []
+    for line in text.splitlines()[:-1] + ([text.splitlines()[-1]] if text.endswith("\n") else []):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and key in rec:
+            records.append(rec)
     if not records:
         raise ValueError(f"{field}={run_dir}: {path} has no record with {key!r} (is it a finished run of "
                          f"ado-jax train{' with train.eval_every > 0' if key == 'eval_loss' else ''}?)")
