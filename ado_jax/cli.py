@@ -1,5 +1,6 @@
 """The ``ado-jax`` command: ``train`` (or resume) a run, or a synthetic task with ``train --task``;
-``eval`` a run's latest checkpoint on held-out data; ``plot`` a run's figures; ``compare`` the final
+``eval`` a run's latest checkpoint on held-out data (or on LM Evaluation Harness tasks:
+``eval --harness``); ``plot`` a run's figures; ``compare`` the final
 per-domain eval losses of several runs; ``export`` a checkpoint as a Hugging Face one; ``corpus
 build`` the built-in corpus or ``corpus encode`` your own text folders.
 
@@ -58,7 +59,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Evaluates the run's latest checkpoint on every domain's held-out split; prints JSON."""
+    """Evaluates the run's latest checkpoint on every domain's held-out split, or with
+    ``--harness`` on LM Evaluation Harness tasks (``ado_jax.harness.run``); prints JSON."""
+    if args.harness:
+        from ado_jax.harness.run import evaluate_run
+
+        print(json.dumps(evaluate_run(args.run_dir, args.harness, args.harness_include_path, args.limit, args.step,
+                                      args.harness_batch_size, args.harness_dtype, _load(args).mesh)))
+        return 0
+    if any(v is not None for v in (args.harness_include_path, args.limit, args.step)):
+        raise ValueError("--harness-include-path, --limit and --step apply to --harness evaluations only")
     import jax
 
     from ado_jax import checkpoint, loop, sharding, train
@@ -154,6 +164,18 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
                        epilog=fields, formatter_class=fmt)
     _config_args(p)
     p.add_argument("--batches", type=int, default=4, help="held-out batches per domain")
+    p.add_argument("--harness", metavar="TASKS",
+                   help="instead, LM Evaluation Harness tasks, comma-separated lm-eval names or the suite ado-table1 "
+                        "(the ADO paper's seven); the run's checkpoint config is used, --config is not needed; "
+                        "results are appended to RUN_DIR/metrics.jsonl [harness]")
+    p.add_argument("--harness-include-path", metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs (lm-eval's --include_path)")
+    p.add_argument("--limit", type=int, help="--harness: at most N documents per task (a quick look, not a score)")
+    p.add_argument("--step", type=int, help="--harness: the checkpoint's step (default: the latest)")
+    p.add_argument("--harness-batch-size", type=int, default=32,
+                   help="--harness: sequences per batch (long buckets get fewer: 65536 tokens at most)")
+    p.add_argument("--harness-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="--harness: the model's compute dtype (float32: the scores of lm-eval's hf backend)")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("plot", help="PNG figures of a run: weights, losses, ADO forecasts, Aioli's A")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -3,6 +3,8 @@
 ``load_run(run_dir)`` is shared with ``ado_jax.plot``; ``summarize`` / ``markdown_table`` back
 ``ado-jax compare RUN_DIR...``; ``paired_table`` backs ``ado-jax compare RUN... --against RUN...``
 (several seeds of two arms, paired by ``train.seed``: mean difference with a 95 % interval).
+Downstream scores (``ado-jax eval --harness``: ``{"harness": {task: {metric: value}}}`` records)
+join each row as ``harness/<task>/<metric>`` columns, the latest value of each.
 Losses are per-token cross-entropy in nats. The aggregates are those of
 ``ado_jax.eval_metrics``: the uniform mean over trained domains, the average per-domain
 perplexity (the Aioli paper's metric), the natural-weighted mean (the ADO paper's Pile
@@ -31,6 +33,7 @@ class Run(NamedTuple):
       train: training records in step order (one per step; later duplicates of a step win).
       evals: evaluation records (``eval_loss`` dict, ``eval_loss_mean``) in step order.
       names: domain names, in logged order.
+      harness: LM Evaluation Harness records (``harness`` dict) in step order.
     """
 
     path: epath.Path
@@ -38,6 +41,7 @@ class Run(NamedTuple):
     train: list
     evals: list
     names: tuple
+    harness: tuple = ()
 
 
 def load_run(run_dir) -> Run:
@@ -47,16 +51,28 @@ def load_run(run_dir) -> Run:
     metrics = path / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} does not exist: is {path} a run directory (ado-jax train --run-dir)?")
-    train, evals = {}, {}
+    train, evals, harness = {}, {}, []
     for rec in parse_lines(metrics.read_text(), metrics):  # a partial last line is dropped, with a warning
-        if not is_event(rec):
+        if "harness" in rec:
+            harness.append(rec)
+        elif not is_event(rec):
             (evals if "eval_loss" in rec else train)[int(rec["step"])] = rec
     train_l, evals_l = [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
     source = train_l[0].get("weights") if train_l else (evals_l[0]["eval_loss"] if evals_l else None)
     names = tuple(source or ())
     cfg_path = path / "config.json"
     config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    return Run(path, config, train_l, evals_l, names)
+    return Run(path, config, train_l, evals_l, names, tuple(sorted(harness, key=lambda r: r["step"])))
+
+
+def harness_scores(run: Run) -> dict:
+    """``{"harness/<task>/<metric>": value}``: the latest logged value of every harness metric
+    (standard errors left out)."""
+    out = {}
+    for rec in run.harness:
+        for task, metrics in rec["harness"].items():
+            out.update({f"harness/{task}/{k}": float(v) for k, v in metrics.items() if not k.endswith("_stderr")})
+    return out
 
 
 def per_domain(records: list, key: str, names: tuple) -> np.ndarray | None:
@@ -84,7 +100,8 @@ def summarize(run: Run) -> dict:
             "seed": t.get("seed"), "steps": steps, "tokens": tokens, "eval_step": final["step"] if final else None,
             "eval_loss": dict(final["eval_loss"]) if final else {}, **aggregates,
             "ppl_of_mean_loss": math.exp(mean) if math.isfinite(mean) else math.nan,
-            "skipped_steps": int(np.nansum(scalar(run.train, "skipped"))) if run.train else 0}
+            "skipped_steps": int(np.nansum(scalar(run.train, "skipped"))) if run.train else 0,
+            "harness": harness_scores(run)}
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -97,17 +114,20 @@ def markdown_table(rows: list[dict]) -> str:
     """A markdown table of ``summarize`` rows: one line per run, one column per domain (union)."""
     domains = list(dict.fromkeys(d for r in rows for d in r["eval_loss"]))
     extra = [k for k in AGGREGATES[1:] if any(math.isfinite(r.get(k, math.nan)) for r in rows)]
-    head = ["run", "mixer", "steps", "tokens", *domains, "mean eval loss", *extra, "ppl = exp(mean)"]
+    scores = sorted({k for r in rows for k in r.get("harness", {})})
+    head = ["run", "mixer", "steps", "tokens", *domains, "mean eval loss", *extra, "ppl = exp(mean)", *scores]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["run"], r["mixer"], _fmt(r["steps"]), _fmt(r["tokens"]),
                  *(_fmt(r["eval_loss"].get(d)) for d in domains), _fmt(r["eval_loss_mean"]),
-                 *(_fmt(r[k]) for k in extra), _fmt(r["ppl_of_mean_loss"], 3)]
+                 *(_fmt(r[k]) for k in extra), _fmt(r["ppl_of_mean_loss"], 3),
+                 *(_fmt(r.get("harness", {}).get(k)) for k in scores)]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Final held-out eval loss (nats/token) per domain at each run's last evaluation; mean eval loss: "
             "uniform over trained domains; eval_ppl_mean: average per-domain perplexity; eval_loss_natural: "
             "weighted by domain size; eval_loss_ood: mean over evaluation-only domains; "
-            "ppl = exp(mean over domains of the eval loss).")
+            "ppl = exp(mean over domains of the eval loss); harness/<task>/<metric>: the latest LM Evaluation "
+            "Harness score (ado-jax eval --harness).")
     return "\n".join(lines) + "\n\n" + note
 
 
@@ -137,6 +157,8 @@ def paired_rows(rows_a: list[dict], rows_b: list[dict]) -> list[dict]:
     domains = list(dict.fromkeys(d for r in [*rows_a, *rows_b] for d in r["eval_loss"]))
     metrics = [(k, lambda r, k=k: r[k]) for k in AGGREGATES]
     metrics += [(d, lambda r, d=d: r["eval_loss"].get(d, math.nan)) for d in domains]
+    scores = sorted({k for r in [*rows_a, *rows_b] for k in r.get("harness", {})})
+    metrics += [(k, lambda r, k=k: r.get("harness", {}).get(k, math.nan)) for k in scores]
     out = []
     for name, get in metrics:
         diffs = [get(a[s]) - get(b[s]) for s in seeds]

@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.run_control", ()),                     # run flags, stop signals, exit codes: a leaf
     ("ado_jax.checkpoint", ("ado_jax.run_dir",)),    # saves any pytree; train uses its leaf test
     ("ado_jax.hf_checkpoint", ("ado_jax.models", "ado_jax.checkpoint", "ado_jax.storage")),  # HF Llama files in and out
+    ("ado_jax.harness", ("ado_jax.models", "ado_jax.sharding", "ado_jax.data", "ado_jax.storage",  # lm-eval adapter,
+                         "ado_jax.checkpoint", "ado_jax.config", "ado_jax.metric_sinks")),     # its task runs
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
     ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log", "ado_jax.storage")),

@@ -1,0 +1,188 @@
+"""Token requests through the jitted model in padded, length-bucketed batches.
+
+The LM Evaluation Harness asks a model for the log-likelihood of many short continuations and
+for greedy generations. Compiling once per request length would dominate the run, so every
+request is padded on the right to one of a few bucket lengths (powers of two up to the model's
+maximum), and every batch of a bucket has the same number of rows (dummy rows fill the last):
+one compilation per bucket. The model is causal, so right padding never changes a real
+position's logits. With a mesh, batches are placed with their rows split over the batch axes
+(``ado_jax.sharding.batch_sharding``) and the model keeps its own (FSDP / tensor) sharding;
+every process passes the same requests and reads the same replicated results.
+
+Shapes: R requests, B rows of a batch, T bucket length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from ado_jax import sharding
+
+
+def bucket_lengths(max_length: int, smallest: int = 64) -> tuple[int, ...]:
+    """The padded lengths: powers of two from ``smallest`` up, the last one ``max_length``.
+
+    ``bucket_lengths(2048) == (64, 128, 256, 512, 1024, 2048)``; ``bucket_lengths(100) == (64, 100)``.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length={max_length}: must be a positive number of tokens")
+    out, n = [], min(smallest, max_length)
+    while n < max_length:
+        out.append(n)
+        n *= 2
+    return tuple(out + [max_length])
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding ``length`` tokens; ValueError when none does."""
+    for b in buckets:
+        if length <= b:
+            return b
+    raise ValueError(f"a request of {length} tokens is longer than the longest bucket {buckets[-1]}")
+
+
+def _score_batch(model, inputs_BT, targets_BT, mask_BT, out_sharding):
+    """``(logprob_BT, greedy_B)``: each masked target's log-probability (float32 log-softmax; 0
+    elsewhere; the caller sums in float64), and whether every masked target is the argmax."""
+    logits_BTV = model(inputs_BT).astype(jnp.float32)
+    logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+    target_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    logprob_BT = jnp.where(mask_BT, target_BT - logz_BT, 0.0)
+    greedy_B = jnp.all(~mask_BT | (jnp.argmax(logits_BTV, axis=-1) == targets_BT), axis=-1)
+    if out_sharding is not None:
+        logprob_BT, greedy_B = jax.lax.with_sharding_constraint((logprob_BT, greedy_B), out_sharding)
+    return logprob_BT, greedy_B
+
+
+def _extend_batch(model, tokens_BT, lengths_B, n_steps: int, out_sharding):
+    """Appends ``n_steps`` greedy tokens to each row at ``lengths_B`` (a full forward pass per
+    token: the model keeps no KV cache); returns ``(tokens_BT, lengths_B)``."""
+    B, T = tokens_BT.shape
+    rows_B = jnp.arange(B)
+
+    def step(_, carry):
+        tokens_BT, lengths_B = carry
+        logits_BTV = model(tokens_BT)
+        last_BV = jnp.take_along_axis(logits_BTV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+        pos_B = jnp.minimum(lengths_B, T - 1)
+        new_B = jnp.where(lengths_B < T, jnp.argmax(last_BV, axis=-1).astype(tokens_BT.dtype), tokens_BT[rows_B, pos_B])
+        return tokens_BT.at[rows_B, pos_B].set(new_B), jnp.minimum(lengths_B + 1, T)
+
+    out = jax.lax.fori_loop(0, n_steps, step, (tokens_BT, lengths_B))
+    return out if out_sharding is None else jax.lax.with_sharding_constraint(out, out_sharding)
+
+
+class BucketedRunner:
+    """Scores and extends token requests with ``model`` (a ``Llama``) in bucketed batches.
+
+    Args:
+      model: the model, already placed on ``mesh`` when one is given.
+      max_length: the longest sequence a batch may hold (the last bucket).
+      batch_size: rows per batch (rounded up to a multiple of the mesh's batch axes).
+      max_batch_tokens: a batch of bucket T holds at most this many tokens (at least as many
+        rows as the batch axes), which bounds the ``[B, T, V]`` float32 logits.
+      mesh: a ``jax.sharding.Mesh`` with ``sharding.AXES``, or None for the default device.
+    """
+
+    def __init__(self, model, max_length: int, batch_size: int = 32, max_batch_tokens: int = 65536,
+                 mesh=None, gen_chunk: int = 16):
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ValueError(f"batch_size={batch_size}, max_batch_tokens={max_batch_tokens}: must be positive")
+        self.model, self.mesh, self.gen_chunk = model, mesh, gen_chunk
+        self.buckets = bucket_lengths(max_length)
+        self.split = 1 if mesh is None else math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+        self.batch_size = -(-batch_size // self.split) * self.split
+        self.max_batch_tokens = max_batch_tokens
+        out = None if mesh is None else NamedSharding(mesh, P())
+        self._score = eqx.filter_jit(lambda m, x, y, k: _score_batch(m, x, y, k, out))
+        self._extend = eqx.filter_jit(lambda m, x, n, steps: _extend_batch(m, x, n, steps, out))
+
+    def rows(self, T: int) -> int:
+        """Rows of every batch of bucket ``T``: a multiple of the batch axes, within both limits."""
+        fit = (self.max_batch_tokens // T) // self.split * self.split
+        return max(self.split, min(self.batch_size, fit))
+
+    def _put(self, host: np.ndarray):
+        if self.mesh is None:
+            return jnp.asarray(host)
+        return jax.make_array_from_callback(host.shape, sharding.batch_sharding(self.mesh, host.ndim),
+                                            lambda index: host[index])
+
+    def _batches(self, lengths_R: Sequence[int]):
+        """``(T, [request indices])`` per batch: requests grouped by bucket, longest first."""
+        order = sorted(range(len(lengths_R)), key=lambda i: -lengths_R[i])
+        by_bucket: dict[int, list[int]] = {}
+        for i in order:
+            by_bucket.setdefault(bucket_for(lengths_R[i], self.buckets), []).append(i)
+        for T in sorted(by_bucket, reverse=True):
+            idx, n = by_bucket[T], self.rows(T)
+            for start in range(0, len(idx), n):
+                yield T, idx[start:start + n]
+
+    def score(self, inputs: Sequence[Sequence[int]], n_scored: Sequence[int], progress: bool = False,
+              desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
+        """Per request ``r``: ``inputs[r]`` (``[L_r]`` token ids, L_r <= max_length + 1) is fed
+        as ``inputs[r][:-1]`` and its last ``n_scored[r]`` tokens are scored.
+
+        Returns ``(logprob_R float64, greedy_R bool)``: the summed log-probability of those
+        tokens, and whether each is the model's argmax (lm-eval's ``is_greedy``)."""
+        R = len(inputs)
+        logprob_R, greedy_R = np.zeros(R, np.float64), np.zeros(R, bool)
+        lengths = [len(x) - 1 for x in inputs]
+        for r, (L, n) in enumerate(zip(lengths, n_scored)):
+            if not 1 <= n <= L:
+                raise ValueError(f"request {r}: {n} scored tokens of {L + 1}; expected 1 <= scored < tokens")
+        bar = tqdm(total=R, disable=not progress, desc=desc)
+        for T, idx in self._batches(lengths):
+            B = self.rows(T)
+            x_BT, y_BT, mask_BT = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool)
+            for row, r in enumerate(idx):
+                seq, L = np.asarray(inputs[r], np.int32), lengths[r]
+                x_BT[row, :L], y_BT[row, :L] = seq[:-1], seq[1:]
+                mask_BT[row, L - n_scored[r]:L] = True
+            lp_BT, greedy_B = self._score(self.model, self._put(x_BT), self._put(y_BT), self._put(mask_BT))
+            logprob_R[idx] = np.asarray(lp_BT, np.float64)[:len(idx)].sum(axis=1)
+            greedy_R[idx] = np.asarray(greedy_B)[:len(idx)]
+            bar.update(len(idx))
+        bar.close()
+        return logprob_R, greedy_R
+
+    def extend(self, contexts: Sequence[Sequence[int]], max_new: int,
+               finished: Callable[[int, list[int]], bool] = lambda r, new: False,
+               progress: bool = False) -> list[list[int]]:
+        """Greedy continuations: per context ``r`` (``[L_r]`` ids, L_r + max_new <= max_length),
+        up to ``max_new`` new token ids, fewer when ``finished(r, new_ids)`` says the row is done
+        (checked every ``gen_chunk`` tokens; the caller trims past its stop sequence)."""
+        if max_new < 1:
+            raise ValueError(f"max_new={max_new}: must be at least 1 token")
+        out: list[list[int]] = [[] for _ in contexts]
+        room = -(-max_new // self.gen_chunk) * self.gen_chunk
+        lengths = [min(len(c) + room, self.buckets[-1]) for c in contexts]
+        bar = tqdm(total=len(contexts), disable=not progress, desc="generating")
+        for T, idx in self._batches(lengths):
+            B = self.rows(T)
+            tokens_BT, length_B = np.zeros((B, T), np.int32), np.ones(B, np.int32)
+            for row, r in enumerate(idx):
+                tokens_BT[row, :len(contexts[r])], length_B[row] = contexts[r], len(contexts[r])
+            start_B, done = length_B.copy(), np.zeros(len(idx), bool)
+            tokens, length = self._put(tokens_BT), self._put(length_B)
+            for _ in range(0, max_new, self.gen_chunk):
+                tokens, length = self._extend(self.model, tokens, length, self.gen_chunk)
+                host, ends = np.asarray(tokens), np.asarray(length)
+                for row, r in enumerate(idx):
+                    if not done[row]:  # a finished row keeps what it had (the batch may go on)
+                        out[r] = host[row, start_B[row]:ends[row]].tolist()[:max_new]
+                        done[row] = len(out[r]) >= max_new or ends[row] >= T or finished(r, out[r])
+                if done.all():
+                    break
+            bar.update(len(idx))
+        bar.close()
+        return out
