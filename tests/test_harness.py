@@ -1,15 +1,10 @@
-"""Downstream evaluation (ado_jax/harness/): bucketed batches score exactly what the unpadded
-model scores, compile once per bucket and shard over the mesh; with lm-eval installed, the
-``JaxLM`` adapter's tokenization rules, ``ado-jax eval --harness`` on local task YAMLs (record in
-metrics.jsonl, seen by compare) and the one-line failure of a hub task without the network.
-Parity with lm-eval's Hugging Face backend: tests/test_harness_parity.py."""
+"""Downstream evaluation (ado_jax/harness/batching.py), without lm-eval: bucketed batches score
+exactly what the unpadded model scores, compile once per bucket, shard over the mesh, and
+extend greedily. The lm-eval adapter and command: tests/test_harness_lm_eval.py; parity with
+lm-eval's Hugging Face backend: tests/test_harness_parity.py."""
 
 import dataclasses
 import functools
-import json
-import os
-import pathlib
-import subprocess
 import sys
 
 import jax
@@ -18,14 +13,11 @@ import numpy as np
 import pytest
 
 from ado_jax import cli, sharding
-from ado_jax.checkpoint import Checkpointer
 from ado_jax.config import MeshConfig
 from ado_jax.harness import batching
 from ado_jax.harness.run import SUITES, expand_tasks
 from ado_jax.models.llama import Llama, ModelConfig
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TASKS = ROOT / "tests" / "harness_tasks"
 CFG = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=256,
                   compute_dtype="float32", remat="none")
 
@@ -140,86 +132,9 @@ def test_greedy_extension_is_the_stepwise_argmax():
     assert len(stopped[1]) == 4 and len(stopped[0]) == 12  # row 1 stops after the first chunk
 
 
-# --- the lm-eval adapter and the command (need lm-eval: pip install 'ado-jax[harness]') ---
-
-def _lm_eval():
-    return pytest.importorskip("lm_eval", reason="harness tests need lm-eval (pip install 'ado-jax[harness]')")
-
-
-def _fake_run(run_dir, model: Llama, step: int = 4, data=None) -> None:
-    """A run directory whose checkpoint holds ``model`` (the rest of a TrainState is not needed)."""
-    ckpt = Checkpointer(str(run_dir / "checkpoints"))
-    ckpt.save(step, {"model": model}, {"model": dataclasses.asdict(model.cfg), "data": data or {"source": "builtin"}})
-    ckpt.close()
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 5.0, "weights": {"a": 1.0}}) + "\n")
-
-
-def test_adapter_tokenizes_as_lm_evals_hf_backend():
-    _lm_eval()
-    pytest.importorskip("tokenizers", reason="the bpe extra's tokenizers builds an HF tokenizer")
-    from lm_eval.api.instance import Instance
-
-    from ado_jax.data.hf_tokenizer import HFTokenizer
-    from ado_jax.data.tokenizer import BPETokenizer, ByteTokenizer
-    from ado_jax.harness.lm import JaxLM
-
-    model = _model(300)
-    byte_lm = JaxLM(model, ByteTokenizer(add_eos=False))
-    assert (byte_lm.eot_token_id, byte_lm.prefix_token_id) == (10, 10)  # built-in bytes: the newline
-    bpe = BPETokenizer.train(["hello world, hello there"] * 20, vocab_size=280)
-    hf = HFTokenizer(bpe._tok, "<|endoftext|>", bos_token="<|endoftext|>")
-    hf_lm = JaxLM(model, hf)
-    assert hf_lm.prefix_token_id == hf.bos_id and hf_lm.tok_encode("hello")[0] == hf.bos_id
-    assert hf_lm.tok_encode("hello", add_special_tokens=False) == hf.encode("hello").tolist()
-    # trailing spaces move to the continuation; an empty context becomes the prefix token
-    req = lambda *args: Instance("loglikelihood", {}, args, 0)
-    (lp_a, _), (lp_b, _), (lp_c, _) = byte_lm.loglikelihood([req("ab ", "cd"), req("ab", " cd"), req("", "x")])
-    assert lp_a == pytest.approx(lp_b, abs=1e-6)
-    assert lp_c == pytest.approx(_reference(model, [10, ord("x")], 1)[0], abs=1e-4)
-    with pytest.raises(ValueError, match="tokenizer has 300 ids but model.vocab_size is 256"):
-        JaxLM(_model(), type("Tok", (), {"vocab_size": 300})())
-    gen = Instance("generate_until", {}, ("ab", {"until": ["q"], "max_gen_toks": 5}), 0)
-    assert len(byte_lm.generate_until([gen])[0].encode()) <= 5
-    with pytest.raises(ValueError, match="greedily only"):
-        byte_lm.generate_until([Instance("generate_until", {}, ("ab", {"do_sample": True}), 0)])
-
-
-def test_eval_harness_appends_a_record_that_compare_shows(tmp_path, monkeypatch, capsys):
-    _lm_eval()
-    monkeypatch.chdir(ROOT)  # the task YAMLs name their JSONL files relative to the repository root
-    _fake_run(tmp_path / "run", _model())
-    args = ["eval", "--run-dir", str(tmp_path / "run"), "--harness", "ado_tiny_mc,ado_tiny_lastword",
-            "--harness-include-path", str(TASKS), "--limit", "6", "--harness-batch-size", "8"]
-    assert cli.main(args) == 0
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["step"] == 4 and record["harness_limit"] == 6
-    assert record["harness_samples"] == {"ado_tiny_mc": 6, "ado_tiny_lastword": 6}
-    assert 0 <= record["harness"]["ado_tiny_mc"]["acc"] <= 1 and "acc_norm" in record["harness"]["ado_tiny_mc"]
-    assert record["harness"]["ado_tiny_lastword"]["perplexity"] > 1
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1] == record and len(lines) == 2
-    assert cli.main(["compare", str(tmp_path / "run"), "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)[0]
-    assert row["harness"]["harness/ado_tiny_mc/acc"] == record["harness"]["ado_tiny_mc"]["acc"]
-    assert row["steps"] == 4  # the harness record is not taken for a training step
-    assert cli.main(args[:4] + ["no_such_task", "--harness-include-path", str(TASKS)]) == 2
-    assert "unknown harness task(s) ['no_such_task']" in capsys.readouterr().err
-
-
-def test_a_hub_task_without_network_fails_with_one_line(tmp_path):
-    _lm_eval()
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "hub.yaml").write_text(
-        "task: ado_hub_task\ndataset_path: ado-jax-test/not-downloaded\noutput_type: multiple_choice\n"
-        "test_split: test\ndoc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: '{{c}}'\n")
-    _fake_run(tmp_path / "run", _model())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    run = subprocess.run([sys.executable, "-m", "ado_jax.cli", "eval", "--run-dir", str(tmp_path / "run"),
-                          "--harness", "ado_hub_task", "--harness-include-path", str(tmp_path / "tasks")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stderr[-3000:]
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: harness tasks ['ado_hub_task']: a dataset could not be fetched"), last
-    for advice in ("ado-jax-test/not-downloaded", "HF_DATASETS_OFFLINE=1", "dataset_path", "--harness-include-path"):
-        assert advice in last, last
+def test_eval_harness_without_lm_eval_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed
+    assert cli.main(["eval", "--run-dir", str(tmp_path), "--harness", "ado-table1"]) == 2
+    assert "pip install 'ado-jax[harness]'" in capsys.readouterr().err
+    assert cli.main(["eval", "--run-dir", str(tmp_path), "--limit", "3"]) == 2
+    assert "apply to --harness evaluations only" in capsys.readouterr().err

@@ -35,9 +35,10 @@ def files_needing_optional_packages(packages=OPTIONAL, fixtures=FIXTURES) -> lis
 def test_the_selection_finds_the_files_that_need_optional_packages():
     files = files_needing_optional_packages()
     for name in ("tests/test_hf_checkpoint.py", "tests/test_metric_sinks.py", "tests/test_encode_records.py",
-                 "tests/test_plot.py"):
+                 "tests/test_plot.py", "tests/test_harness_lm_eval.py", "tests/test_harness_parity.py"):
         assert name in files, files
     assert "tests/test_mixers.py" not in files  # core only: nothing to skip
+    assert "tests/test_harness.py" not in files  # the harness's batching needs no lm-eval
 
 
 # What the test extra leaves out (torch, transformers: the parity tests' extras), and every optional package.
