@@ -84,7 +84,7 @@ def test_aioli_sizes_itself_to_the_demo_budget_keeping_delta():
     rounds, sweeps, note = aioli_sizing(8, 200, 20, 4, 0.128, 1)
     assert (rounds, sweeps) == (3, 1)
     assert 8 * sweeps <= 0.128 * (199 // rounds)  # LEARNPARAMS within delta of each round
-    assert "5001" in note and "mixer.fit=strict" in note
+    assert "5001" in note and "mixer.fit=strict keeps" in note
     assert aioli_sizing(8, 6000, 20, 4, 0.128, 1) == (20, 4, "")  # the paper's schedule fits: unchanged
     assert aioli_sizing(2, 2000, 20, 4, 0.128, 1)[:2] == (20, 4)
     assert aioli_sizing(3, 12, 20, 4, 0.128, 1)[:2] == (1, 1)  # too short for delta: one round, 1-step segments

@@ -1,10 +1,12 @@
-"""``ado-jax corpus build|encode|merge|upload``: argument parsers and entry functions (mounted by ``ado_jax.cli``).
+"""``ado-jax corpus build|encode|merge|upload|known``: argument parsers and entry functions (mounted
+by ``ado_jax.cli``).
 
     ado-jax corpus build  [--out DIR] [--domains a,b] [--tokenizer byte|bpe] [--no-install] [--check] ...
     ado-jax corpus encode TEXT_DIR --out DIR [--tokenizer T] [--pattern GLOB] [--errors E] ...
     ado-jax corpus encode FILE_OR_DIR... --out DIR --domain-field meta.pile_set_name [--workers N] ...
     ado-jax corpus merge DIR DIR... --out DIR
     ado-jax corpus upload LOCAL_CORPUS gs://bucket/corpus [--workers N]
+    ado-jax corpus known --suite noise|memorize|scarce --out DIR [--from CORPUS]
 
 ``add_*_args(parser)`` fill a (sub)parser; ``corpus_*_main`` take the parsed namespace (or an
 argv list) and return an exit code (0 ok, 1 check mismatch, 2 bad input).
@@ -202,4 +204,32 @@ def corpus_upload_main(args=None) -> int:
         print(f"ado-jax corpus upload: {e}", file=sys.stderr)
         return 2
     print(a.dest)
+    return 0
+
+
+def add_known_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags of ``ado-jax corpus known`` to ``p``; returns ``p``."""
+    p.add_argument("--suite", required=True, choices=["noise", "memorize", "scarce"],
+                   help="noise: + random printable characters; memorize: + one document repeated; scarce: + a small "
+                        "target domain (docs/results.md, Known answers)")
+    p.add_argument("--out", required=True, help="corpus directory to write (must not exist)")
+    p.add_argument("--from", dest="source", default=None,
+                   help="the built corpus to take the real domains from (default: the built-in one, built when "
+                        "missing); needs computing, dictionary, scripture and legal")
+    p.add_argument("--real-mb", type=float, default=1.0, help="MB of each real domain's train split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise domain")
+    return p
+
+
+def corpus_known_main(args=None) -> int:
+    """Runs ``ado-jax corpus known``; ``args`` is a parsed namespace or an argv list."""
+    from ado_jax.data.known_suites import build_known_suite
+
+    a = _parse(args, add_known_args)
+    try:
+        out = build_known_suite(a.suite, a.out, a.source, a.real_mb, a.seed)
+    except (*_ERRORS, OSError) as e:
+        print(f"ado-jax corpus known: {e}", file=sys.stderr)
+        return 2
+    print(Path(out))
     return 0

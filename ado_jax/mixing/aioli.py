@@ -288,16 +288,16 @@ def aioli(total_steps: int | None = None, *, rounds: int = 20, round_steps: int 
 
 def aioli_sizing(num_domains: int, total_steps: int, rounds: int, sweeps: int, delta: float,
                  init_steps: int = 1) -> tuple[int, int, str]:
-    """``(rounds, sweeps, note)`` that fit ``total_steps``: the given ones when LEARNPARAMS fits
-    a round (D · sweeps ≤ round_steps, one step a segment at least), else the largest sweeps
-    (down to 1) keeping ``rounds``, then fewer rounds, each long enough that LEARNPARAMS stays
-    within ``delta`` of it (D · sweeps ≤ δ · round_steps), as the paper's schedule does; when
-    not even one such round fits, one round with one-step segments. ``note`` says what changed
-    ("" when nothing). ValueError, naming the smallest ``train.decay_steps``, when fewer steps
-    than D are left after ``init_steps``."""
+    """``(rounds, sweeps, note)`` that fit ``total_steps``: the given ones when LEARNPARAMS, at
+    one step a segment at least, stays within ``delta`` of a round (D · sweeps ≤ δ · round_steps,
+    as the paper's schedule has it), else the largest sweeps (down to 1) keeping ``rounds``,
+    then fewer rounds, each long enough for that; when not even one such round fits, one round
+    with one-step segments. ``note`` says what changed ("" when nothing). ValueError, naming
+    the smallest ``train.decay_steps``, when fewer steps than D are left after ``init_steps``.
+    (A shorter round still runs under ``fit=strict``, LEARNPARAMS then taking more than δ of it.)"""
     d = check_num_domains(num_domains)
     avail = int(total_steps) - init_steps
-    if d * sweeps <= avail // rounds:
+    if d * sweeps <= delta * (avail // rounds):
         return rounds, sweeps, ""
     if avail < d:
         raise ValueError(f"aioli with {d} domains needs train.decay_steps >= {init_steps + d} (one LEARNPARAMS "
@@ -308,10 +308,12 @@ def aioli_sizing(num_domains: int, total_steps: int, rounds: int, sweeps: int, d
     round_steps = avail // new_rounds
     learn = d * k * max(1, int(delta * round_steps / (d * k)))
     note = (f"mixer aioli: {rounds} rounds x {sweeps} sweeps over {d} domains do not fit {avail} steps (LEARNPARAMS "
-            f"needs D*sweeps = {d * sweeps} of each {avail // rounds}-step round); sized to {new_rounds} round(s) x "
+            f"needs D*sweeps = {d * sweeps} steps, delta={delta} of each {avail // rounds}-step round has "
+            f"{delta * (avail // rounds):.1f}); sized to {new_rounds} round(s) x "
             f"{k} sweep(s) of {round_steps} steps, LEARNPARAMS {learn} steps ({learn / round_steps:.0%} of a round, "
             f"delta={delta}). The paper's schedule needs train.decay_steps >= "
-            f"{init_steps + rounds * math.ceil(d * sweeps / delta)}; mixer.fit=strict refuses instead")
+            f"{init_steps + rounds * math.ceil(d * sweeps / delta)}; mixer.fit=strict keeps the given rounds and "
+            "sweeps")
     return new_rounds, k, note
 
 
@@ -321,7 +323,8 @@ class AioliConfig(MixerConfig):
     """Aioli (arXiv:2411.05735); rounds span ``train.decay_steps``, the run's planned length.
 
     With ``fit="auto"`` (the default) a run too short for ``rounds`` × ``sweeps`` is sized by
-    ``aioli_sizing`` and the start-up output says how; ``fit="strict"`` refuses it instead.
+    ``aioli_sizing`` and the start-up output says how; ``fit="strict"`` keeps ``rounds`` and
+    ``sweeps`` as given, refusing a run whose rounds are shorter than LEARNPARAMS.
     """
 
     prior: str = option("natural", "mixture of the init_steps before the first round: natural | uniform")
@@ -334,8 +337,9 @@ class AioliConfig(MixerConfig):
     variant: str = option("full", "full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
     init_steps: int = option(0, "steps on the prior (mixer.prior) before the first round (Aioli+method); "
                                 "0: one step on uniform, whose held-out loss is round 1's baseline")
-    fit: str = option("auto", "auto: a run too short for rounds x sweeps gets fewer sweeps, then fewer rounds, "
-                              "keeping delta (said at start) | strict: refuse it, naming the steps needed")
+    fit: str = option("auto", "auto: a run too short for rounds x sweeps within delta gets fewer sweeps, then fewer "
+                              "rounds (said at start) | strict: as given; a round shorter than LEARNPARAMS is refused, "
+                              "naming the steps needed")
 
     def _sized(self, sizes_D, total_steps) -> tuple[int, int, str]:
         if self.fit not in ("auto", "strict"):

@@ -1,0 +1,253 @@
+"""Known-answer suites: every mixer scored against the mixture known to be best.
+
+    python experiments/known_answers/run.py --suite noise [--seeds 0 1 2 3 4] [--arms ...] [--steps 600]
+
+Protocol, fixed before the first run (docs/results.md, "Known answers", states the same):
+
+- Data: ``ado-jax corpus known --suite SUITE`` (``ado_jax.data.known_suites``): the real domains
+  computing, dictionary, scripture (1 MB of train text each) + the special domain: ``noise``
+  (random printable characters, 1 MB), ``memorize`` (one 11 KB document repeated to 1 MB, held
+  out = the same text) or ``target`` (``scarce``: 4 % of the train bytes, the score).
+- Model and budget: the ``tiny`` preset (Llama d_model 64, 2 layers, 0.12 M parameters, byte
+  tokens), batch 16 x 64 tokens, ``--steps`` 600 (614 k tokens), cosine decay over the run, an
+  evaluation (4 held-out batches per domain) every 100 steps. Seeds 0-4 score every arm (paired
+  by seed: the same initialization and data draws); seeds 100-102 only choose ``scarce``'s best
+  static mixture.
+- Arms: stratified (= ``balanced``), natural (sizes; equal to stratified for noise and
+  memorize), ADO with the natural and the uniform prior (refits every 40 steps from step 120;
+  history from step 60, when the noise domain's unigram transient is over, every 2nd step, 128
+  slots: the demo preset's schedule scaled to 600 steps), Aioli (defaults; ``fit=auto`` sizes it
+  to 18 rounds x 1 sweep), DoReMi (defaults; its reference, a ``balanced`` run of the same size,
+  trained first), ODM, Skill-It (graph estimated in the run), DoGE (defaults), and the known-best
+  static mixture.
+- Scores, at the last evaluation: ``noise`` and ``memorize``: the mean held-out loss over the 3
+  real domains; ``scarce``: the target's held-out loss. Known best: ``noise``, ``memorize``:
+  stratified over the real domains, 0 on the special one; ``scarce``: the best of the target
+  weights {0.04, 0.1, 0.2, 0.3, 0.45} (the rest split evenly) on seeds 100-102.
+- Reported per mixer: the share of the gap closed, (L_stratified - L_mixer) / (L_stratified -
+  L_best), the paired mean difference over seeds divided by the mean gap, with the paired 95 %
+  interval of the numerator scaled the same way; and the special domain's weight over training.
+
+Expected behaviour, written before running (checked in docs/results.md):
+- ``noise``: ADO (both priors), Aioli and DoReMi put less than half the stratified share
+  (0.125) on the noise domain by mid-run (step 300, mean over seeds). ODM's reward is the
+  smoothed training loss, highest on noise (~4.6 nats against ~3): its EXP3 should feed noise,
+  above 0.25. Skill-It's graph is estimated in steps 1-60, while noise is still learning its
+  unigram distribution (5.5 -> 4.6 nats): its column for noise should look useful, so Skill-It
+  is predicted to over-weight noise. DoGE: noise's gradient aligns with nobody's after the
+  transient: predicted below 0.25.
+
+Results merge into ``results.json`` beside this file (rewritten atomically after every run;
+finished runs are skipped, so a rerun resumes); the figure goes to
+``docs/figures/known_answers_<suite>.png``. Time: about 70-90 s per 600-step run on 2 shared CPU
+cores (DoReMi twice that: its reference run), so ~75 min for one suite's 10 arms x 5 seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+FIGURES = os.path.join(ROOT, "docs", "figures")
+ADO = ["mixer.fit_start=120", "mixer.fit_every=40", "mixer.skip_first=60", "mixer.subsample_every=2",
+       "mixer.history_len=128"]
+ARMS = {  # label -> (mixer, settings); order = table order
+    "stratified": ("balanced", []),
+    "natural": ("natural", []),
+    "ado": ("ado", ADO),
+    "ado_uniform": ("ado", [*ADO, "mixer.prior=uniform"]),
+    "aioli": ("aioli", []),
+    "doremi": ("doremi", []),
+    "odm": ("odm", []),
+    "skill_it": ("skill_it", []),
+    "doge": ("doge", []),
+    "best_static": ("static", []),  # weights per suite: best_weights()
+}
+SPECIAL = {"noise": "noise", "memorize": "memorize", "scarce": "target"}
+SCARCE_GRID = (0.04, 0.1, 0.2, 0.3, 0.45)
+SELECT_SEEDS = (100, 101, 102)
+
+
+def _names(suite_dir: str) -> list[str]:
+    return json.load(open(os.path.join(suite_dir, "manifest.json")))["names"]
+
+
+def static_weights(suite_dir: str, special: str, w_special: float) -> list[float]:
+    """Weights in the corpus's domain order: ``w_special`` on the special domain, the rest even."""
+    names = _names(suite_dir)
+    return [w_special if n == special else (1 - w_special) / (len(names) - 1) for n in names]
+
+
+def final_eval(run_dir: str) -> dict | None:
+    """The last evaluation record of a run, or None."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    evals = [r for r in map(json.loads, filter(str.strip, open(path))) if "eval_loss" in r]
+    return evals[-1] if evals else None
+
+
+def score(rec: dict, suite: str) -> float:
+    """The suite's score of an evaluation record (lower is better)."""
+    if suite == "scarce":
+        return rec["eval_loss"]["target"]
+    real = [v for k, v in rec["eval_loss"].items() if k != SPECIAL[suite]]
+    return sum(real) / len(real)
+
+
+def weight_series(run_dir: str, special: str) -> tuple[list[int], list[float]]:
+    """(steps, the special domain's mixture weight) as logged by the run."""
+    rows = [r for r in map(json.loads, filter(str.strip, open(os.path.join(run_dir, "metrics.jsonl"))))
+            if "weights" in r]
+    return [r["step"] for r in rows], [r["weights"][special] for r in rows]
+
+
+def train(suite_dir: str, run_dir: str, mixer: str, sets: list[str], seed: int, steps: int) -> None:
+    sets = [f"train.seed={seed}", f"train.steps={steps}", f"train.decay_steps={steps}", "train.eval_every=100",
+            "train.eval_batches=4", "train.log_every=10", "train.progress=false", "data.source=corpus",
+            f"data.corpus_dir={suite_dir}", "model.vocab_size=0", *sets]
+    cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", "tiny", "--mixer", mixer, "--run-dir", run_dir]
+    cmd += sum([["--set", s] for s in sets], [])
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, choices=list(SPECIAL))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scoring seeds (train.seed)")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
+    p.add_argument("--steps", type=int, default=600, help="steps per run (the ADO schedule above assumes 600)")
+    p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories and suites go")
+    p.add_argument("--source", default=None, help="built corpus with computing, dictionary, scripture, legal "
+                                                  "(default: the built-in one)")
+    args = p.parse_args()
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.runs, "xla_cache"))  # same shapes, one compile
+    suite_dir = os.path.join(args.runs, f"suite_{args.suite}")
+    if not os.path.exists(os.path.join(suite_dir, "manifest.json")):
+        cmd = [sys.executable, "-m", "ado_jax.cli", "corpus", "known", "--suite", args.suite, "--out", suite_dir]
+        subprocess.run(cmd + (["--from", args.source] if args.source else []), check=True, cwd=ROOT)
+    special = SPECIAL[args.suite]
+    out = os.path.join(HERE, "results.json")
+    results = json.load(open(out)) if os.path.exists(out) else {}
+    res = results.setdefault(args.suite, {"steps": args.steps, "runs": {}, "selection": {}})
+
+    def save():
+        with open(out + ".tmp", "w") as f:  # after every run, atomically
+            json.dump(results, f, indent=1)
+        os.replace(out + ".tmp", out)
+
+    def run(key, mixer, sets, seed, store):
+        run_dir = os.path.join(args.runs, args.suite, key)
+        if key in store and store[key]["step"] == args.steps:
+            return
+        train(suite_dir, run_dir, mixer, sets, seed, args.steps)
+        rec = final_eval(run_dir)
+        store[key] = {"seed": seed, "step": rec["step"], "score": score(rec, args.suite), "eval_loss": rec["eval_loss"]}
+        save()
+
+    if args.suite == "scarce" and "best_static" in args.arms:  # choose the target weight on other seeds
+        for w in SCARCE_GRID:
+            for seed in SELECT_SEEDS:
+                weights = json.dumps(static_weights(suite_dir, special, w))
+                run(f"grid{w}_s{seed}", "static", [f"mixer.weights={weights}"], seed, res["selection"])
+    best_w = best_weight(res, args.suite)
+    for seed in args.seeds:
+        for arm in args.arms:
+            mixer, sets = ARMS[arm]
+            if arm == "best_static":
+                sets = [f"mixer.weights={json.dumps(static_weights(suite_dir, special, best_w))}"]
+            run(f"{arm}_s{seed}", mixer, sets, seed, res["runs"])
+            res["runs"][f"{arm}_s{seed}"]["arm"] = arm
+            run_dir = os.path.join(args.runs, args.suite, f"{arm}_s{seed}")
+            res["runs"][f"{arm}_s{seed}"]["weight_mid"] = _weight_at(run_dir, special, args.steps // 2)
+        save()
+    print(table(res, args.suite))
+    plot_weights(os.path.join(args.runs, args.suite), args.suite, [a for a in args.arms], args.seeds,
+                 os.path.join(FIGURES, f"known_answers_{args.suite}.png"))
+
+
+def best_weight(res: dict, suite: str) -> float:
+    """The special domain's weight in the known-best static mixture (scarce: the grid's best on
+    the selection seeds; otherwise 0)."""
+    if suite != "scarce":
+        return 0.0
+    import statistics
+
+    means = {w: statistics.mean(res["selection"][f"grid{w}_s{s}"]["score"] for s in SELECT_SEEDS) for w in SCARCE_GRID}
+    return min(means, key=means.get)
+
+
+def _weight_at(run_dir: str, special: str, step: int) -> float:
+    steps, ws = weight_series(run_dir, special)
+    return ws[min(range(len(steps)), key=lambda i: abs(steps[i] - step))]
+
+
+def gap_closed(res: dict, arm: str) -> tuple[float, float, float, int]:
+    """(share of the gap closed, its 95 % interval low, high, seeds), paired by seed."""
+    from ado_jax.eval_metrics import paired_interval
+
+    runs = res["runs"]
+    seeds = sorted(r["seed"] for r in runs.values() if r.get("arm") == "stratified")
+    pairs = [(runs[f"stratified_s{s}"]["score"], runs[f"{arm}_s{s}"]["score"], runs[f"best_static_s{s}"]["score"])
+             for s in seeds if f"{arm}_s{s}" in runs and f"best_static_s{s}" in runs]
+    gap = sum(st - b for st, _, b in pairs) / len(pairs)
+    mean, half, n = paired_interval([st - m for st, m, _ in pairs])
+    return mean / gap, (mean - half) / gap, (mean + half) / gap, n
+
+
+def table(res: dict, suite: str) -> str:
+    """Markdown: per arm the mean score, the gap closed with its interval, the mid-run weight."""
+    import statistics
+
+    lines = ["| arm | seeds | score (mean) | gap closed [95 % interval] | special weight at mid-run |",
+             "|---|---|---|---|---|"]
+    for arm in ARMS:
+        rs = [r for r in res["runs"].values() if r.get("arm") == arm]
+        if not rs:
+            continue
+        g, lo, hi, _ = gap_closed(res, arm) if arm not in ("stratified", "best_static") else (None,) * 4
+        cell = f"{g:+.2f} [{lo:+.2f}, {hi:+.2f}]" if g is not None else ("0 (by definition)" if arm == "stratified"
+                                                                          else "1 (by definition)")
+        lines.append(f"| {arm} | {len(rs)} | {statistics.mean(r['score'] for r in rs):.4f} | {cell} | "
+                     f"{statistics.mean(r['weight_mid'] for r in rs):.3f} |")
+    return "\n".join(lines)
+
+
+def plot_weights(runs: str, suite: str, arms: list[str], seeds: list[int], path: str) -> None:
+    """The special domain's weight over training per arm (mean over seeds, band = min-max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for arm in arms:
+        series = [weight_series(os.path.join(runs, f"{arm}_s{s}"), SPECIAL[suite]) for s in seeds
+                  if os.path.exists(os.path.join(runs, f"{arm}_s{s}", "metrics.jsonl"))]
+        if not series:
+            continue
+        n = min(len(s[0]) for s in series)
+        w = np.array([s[1][:n] for s in series])
+        ax.plot(series[0][0][:n], w.mean(0), label=arm)
+        ax.fill_between(series[0][0][:n], w.min(0), w.max(0), alpha=0.15)
+    ax.axhline(0.25, color="k", lw=0.6, ls=":")
+    ax.axhline(0.125, color="k", lw=0.6, ls="--")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"weight on {SPECIAL[suite]}")
+    ax.set_title(f"known-answer suite '{suite}': the special domain's weight (mean over seeds, band min-max; "
+                 "dotted: stratified, dashed: half of it)", fontsize=9)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
