@@ -223,6 +223,9 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     corpus_cli.add_upload_args(csub.add_parser("upload", help="copy a corpus to an object store (gs://...), each "
                                                "file checked against its hashes, the manifest last")
                                ).set_defaults(fn=corpus_cli.corpus_upload_main)
+    corpus_cli.add_known_args(csub.add_parser("known", help="a known-answer suite: 3 real domains + noise, a "
+                                              "memorized document or a scarce target")
+                              ).set_defaults(fn=corpus_cli.corpus_known_main)
     return parser
 
 
