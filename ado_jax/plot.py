@@ -15,7 +15,9 @@ returns a matplotlib ``Figure``, or None):
   fit is on a bound gets a red title saying so;
 - ``aioli_a.png`` (Aioli): left, the column sums of the normalized interaction matrix Ā over
   steps (how much training on domain j helps all domains); right, the last estimated A itself
-  (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps.
+  (``A[i, j]``: held-out loss drop of domain i per step trained on domain j), both as heatmaps;
+- ``harness.png``: LM Evaluation Harness scores (``ado-jax eval --harness``) over steps, one line
+  per task: ``acc_norm`` where the task has it, else ``acc`` (the ADO paper's Table 1 columns).
 
 matplotlib (the ``plot`` extra) is imported only when plotting; figures are drawn with the
 object-oriented API (no pyplot global state) and written atomically (temp file, then rename; on
@@ -219,15 +221,35 @@ def aioli_figure(run: Run):
     return fig
 
 
+def harness_figure(run: Run):
+    """Each harness task's accuracy (``acc_norm``, else ``acc``) at every evaluated step."""
+    points: dict = {}
+    for rec in run.harness:
+        for task, metrics in rec["harness"].items():
+            key = "acc_norm" if "acc_norm" in metrics else "acc" if "acc" in metrics else None
+            if key:
+                points.setdefault(f"{task} ({key})", {})[rec["step"]] = metrics[key]
+    if not points:
+        return None
+    fig = _figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for (label, by_step), color in zip(sorted(points.items()), _colors(len(points))):
+        steps = sorted(by_step)
+        ax.plot(steps, [by_step[s] for s in steps], "o-", color=color, ms=4, label=label)
+    ax.set(xlabel="step", ylabel="accuracy", title="LM Evaluation Harness (zero-shot)")
+    ax.legend(fontsize=7)
+    return fig
+
+
 PLOTS = {"weights.png": weights_figure, "domain_loss.png": losses_figure,
-         "scaling_law.png": scaling_law_figure, "aioli_a.png": aioli_figure}
+         "scaling_law.png": scaling_law_figure, "aioli_a.png": aioli_figure, "harness.png": harness_figure}
 
 
 def plot_run(run_dir, out_dir=None) -> list[epath.Path]:
     """Writes every plot the run has data for into ``out_dir`` (default ``run_dir/plots``); returns the
     paths. Either may be local or ``gs://`` (a figure is then one upload)."""
     run = load_run(run_dir)
-    if not run.train and not run.evals:
+    if not run.train and not run.evals and not run.harness:
         raise ValueError(f"{run.path / 'metrics.jsonl'} has no records to plot")
     out = epath.Path(out_dir) if out_dir is not None else run.path / "plots"
     out.mkdir(parents=True, exist_ok=True)

@@ -59,8 +59,9 @@ def _reference(model: Llama, seq: list[int], n: int) -> tuple[float, bool]:
 
 
 def test_bucket_lengths():
-    assert batching.bucket_lengths(2048) == (64, 128, 256, 512, 1024, 2048)
-    assert batching.bucket_lengths(100) == (64, 100)
+    assert batching.bucket_lengths(2048) == (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+    assert batching.bucket_lengths(100) == (64, 96, 100)
+    assert batching.bucket_lengths(128) == (64, 96, 128)
     assert batching.bucket_lengths(16) == (16,)
     assert batching.bucket_for(65, (64, 128)) == 128
     with pytest.raises(ValueError, match="longer than the longest bucket 128"):
@@ -91,13 +92,14 @@ def test_scores_equal_the_unpadded_model_one_compile_per_bucket(monkeypatch):
         seqs[i][-1], scored[i] = int(_logits(model, seqs[i][:-1])[-1].argmax()), 1
     runner = batching.BucketedRunner(model, 128, batch_size=8)
     logprob, greedy = runner.score(seqs, scored)
-    assert sorted(set(traces)) == [(8, 64), (8, 128)]  # 2 buckets -> 2 compilations for 16 requests
+    # 13 requests of <= 64 tokens: a full batch of 8 and 5 in 8 rows; 1 of 65 (96); 2 of 99, 128 (128)
+    assert sorted(traces) == [(1, 96), (2, 128), (8, 64)]  # one compilation per shape
     for seq, n, lp, g in zip(seqs, scored, logprob, greedy):
         want_lp, want_g = _reference(model, seq, n)
         assert abs(lp - want_lp) < 1e-4 * max(1.0, abs(want_lp)) and g == want_g, (len(seq), n, lp, want_lp)
     assert greedy.any() and not greedy.all()
-    runner.score(seqs[::-1], scored[::-1])  # the same buckets again: nothing new to compile
-    assert len(traces) == 2
+    runner.score(seqs[::-1], scored[::-1])  # the same shapes again: nothing new to compile
+    assert len(traces) == 3
     with pytest.raises(ValueError, match="request 0: 0 scored tokens of 5"):
         runner.score([[1, 2, 3, 4, 5]], [0])
 

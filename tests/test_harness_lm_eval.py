@@ -79,6 +79,9 @@ def test_eval_harness_appends_a_record_that_compare_shows(tmp_path, monkeypatch,
     assert row["steps"] == 4  # the harness record is not taken for a training step
     assert cli.main(args[:4] + ["no_such_task", "--harness-include-path", str(TASKS)]) == 2
     assert "unknown harness task(s) ['no_such_task']" in capsys.readouterr().err
+    pytest.importorskip("matplotlib", reason="the plot extra's matplotlib draws harness.png")
+    assert cli.main(["plot", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "plots" / "harness.png").stat().st_size > 0
 
 
 def test_a_hub_task_without_network_fails_with_one_line(tmp_path):

@@ -1,13 +1,15 @@
 """Token requests through the jitted model in padded, length-bucketed batches.
 
-The LM Evaluation Harness asks a model for the log-likelihood of many short continuations and
-for greedy generations. Compiling once per request length would dominate the run, so every
-request is padded on the right to one of a few bucket lengths (powers of two up to the model's
-maximum), and every batch of a bucket has the same number of rows (dummy rows fill the last):
-one compilation per bucket. The model is causal, so right padding never changes a real
-position's logits. With a mesh, batches are placed with their rows split over the batch axes
-(``ado_jax.sharding.batch_sharding``) and the model keeps its own (FSDP / tensor) sharding;
-every process passes the same requests and reads the same replicated results.
+The LM Evaluation Harness asks a model for the log-likelihood of many short continuations and for
+greedy generations. Compiling once per request length would dominate the run, so every request is
+padded on the right to one of a few bucket lengths (two per octave: 64, 96, 128, 192, ... up to
+the model's maximum; at most 1.5x the request's length), and every full batch of a bucket has the
+same number of rows; a bucket's last, partial batch is padded to the next power of two of rows. So
+a run compiles at most a few shapes per bucket, whatever its requests. The model is causal, so
+right padding never changes a real position's logits. With a mesh, batches are placed with their
+rows split over the batch axes (``ado_jax.sharding.batch_sharding``) and the model keeps its own
+(FSDP / tensor) sharding; every process passes the same requests and reads the same replicated
+results.
 
 Shapes: R requests, B rows of a batch, T bucket length, V vocabulary.
 """
@@ -28,15 +30,16 @@ from ado_jax import sharding
 
 
 def bucket_lengths(max_length: int, smallest: int = 64) -> tuple[int, ...]:
-    """The padded lengths: powers of two from ``smallest`` up, the last one ``max_length``.
+    """The padded lengths: ``smallest`` times powers of two and 1.5x powers of two, the last one
+    ``max_length``.
 
-    ``bucket_lengths(2048) == (64, 128, 256, 512, 1024, 2048)``; ``bucket_lengths(100) == (64, 100)``.
+    ``bucket_lengths(512) == (64, 96, 128, 192, 256, 384, 512)``; ``bucket_lengths(100) == (64, 96, 100)``.
     """
     if max_length < 1:
         raise ValueError(f"max_length={max_length}: must be a positive number of tokens")
     out, n = [], min(smallest, max_length)
     while n < max_length:
-        out.append(n)
+        out += [n] + ([n * 3 // 2] if n * 3 // 2 < max_length else [])
         n *= 2
     return tuple(out + [max_length])
 
@@ -105,10 +108,14 @@ class BucketedRunner:
         self._score = eqx.filter_jit(lambda m, x, y, k: _score_batch(m, x, y, k, out))
         self._extend = eqx.filter_jit(lambda m, x, n, steps: _extend_batch(m, x, n, steps, out))
 
-    def rows(self, T: int) -> int:
-        """Rows of every batch of bucket ``T``: a multiple of the batch axes, within both limits."""
+    def rows(self, T: int, needed: int | None = None) -> int:
+        """Rows of a batch of bucket ``T``: a multiple of the batch axes within both limits; for
+        a last batch of ``needed`` requests, the fewest rows of the form (batch axes) x 2^k."""
         fit = (self.max_batch_tokens // T) // self.split * self.split
-        return max(self.split, min(self.batch_size, fit))
+        full = max(self.split, min(self.batch_size, fit))
+        if needed is None or needed >= full:
+            return full
+        return min(full, self.split * 2 ** math.ceil(math.log2(max(1, -(-needed // self.split)))))
 
     def _put(self, host: np.ndarray):
         if self.mesh is None:
@@ -117,7 +124,7 @@ class BucketedRunner:
                                             lambda index: host[index])
 
     def _batches(self, lengths_R: Sequence[int]):
-        """``(T, [request indices])`` per batch: requests grouped by bucket, longest first."""
+        """``(T, rows, [request indices])`` per batch: requests grouped by bucket, longest first."""
         order = sorted(range(len(lengths_R)), key=lambda i: -lengths_R[i])
         by_bucket: dict[int, list[int]] = {}
         for i in order:
@@ -125,7 +132,7 @@ class BucketedRunner:
         for T in sorted(by_bucket, reverse=True):
             idx, n = by_bucket[T], self.rows(T)
             for start in range(0, len(idx), n):
-                yield T, idx[start:start + n]
+                yield T, self.rows(T, len(idx[start:start + n])), idx[start:start + n]
 
     def score(self, inputs: Sequence[Sequence[int]], n_scored: Sequence[int], progress: bool = False,
               desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +148,7 @@ class BucketedRunner:
             if not 1 <= n <= L:
                 raise ValueError(f"request {r}: {n} scored tokens of {L + 1}; expected 1 <= scored < tokens")
         bar = tqdm(total=R, disable=not progress, desc=desc)
-        for T, idx in self._batches(lengths):
-            B = self.rows(T)
+        for T, B, idx in self._batches(lengths):
             x_BT, y_BT, mask_BT = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool)
             for row, r in enumerate(idx):
                 seq, L = np.asarray(inputs[r], np.int32), lengths[r]
@@ -167,8 +173,7 @@ class BucketedRunner:
         room = -(-max_new // self.gen_chunk) * self.gen_chunk
         lengths = [min(len(c) + room, self.buckets[-1]) for c in contexts]
         bar = tqdm(total=len(contexts), disable=not progress, desc="generating")
-        for T, idx in self._batches(lengths):
-            B = self.rows(T)
+        for T, B, idx in self._batches(lengths):
             tokens_BT, length_B = np.zeros((B, T), np.int32), np.ones(B, np.int32)
             for row, r in enumerate(idx):
                 tokens_BT[row, :len(contexts[r])], length_B[row] = contexts[r], len(contexts[r])
