@@ -7,9 +7,11 @@ tokenizer, runs lm-eval's tasks through ``JaxLM`` and appends one record to the 
     {"step": 2000, "harness": {"piqa": {"acc": 0.61, "acc_stderr": 0.011, "acc_norm": 0.62, ...}, ...},
      "harness_samples": {"piqa": 1838, ...}}
 
-so that ``ado-jax compare`` and ``ado-jax plot`` show it. ``ado-table1`` names the seven tasks of
-Table 1 of "Adaptive Data Optimization: Dynamic Sample Selection with Scaling Laws"
-(arXiv:2410.11820), zero-shot, by their lm-eval names. Every process computes; process 0 writes.
+so that ``ado-jax compare`` and ``ado-jax plot`` show it. ``evaluate_model`` makes the same
+record from a model in memory (what a training loop would call; it writes nothing).
+``ado-table1`` names the seven tasks of Table 1 of "Adaptive Data Optimization: Dynamic Sample
+Selection with Scaling Laws" (arXiv:2410.11820), zero-shot, by their lm-eval names. Every process
+computes; process 0 writes.
 """
 
 from __future__ import annotations
@@ -187,6 +189,25 @@ class _Appender:
         storage.append_text(self.path, "".join(json.dumps(r) + "\n" for r in records), exists=exists)
 
 
+def evaluate_model(model, tokenizer, tasks, step: int, include_path: str | None = None, limit: int | None = None,
+                   batch_size: int = 32, mesh=None) -> dict:
+    """The ``metrics.jsonl`` record of harness ``tasks`` (names or suites) on ``model`` (a
+    ``Llama``, placed on ``mesh`` when given) with the run's ``tokenizer``, at ``step``. Writes
+    nothing: a training loop passes the record to its own metrics log (process 0)."""
+    from ado_jax.harness.lm import MISSING, JaxLM
+
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise ValueError(MISSING) from None
+    tasks = expand_tasks(tasks)
+    out = run_tasks(JaxLM(model, tokenizer, batch_size=batch_size, mesh=mesh), tasks, include_path, limit)
+    record = results_record(step, out)
+    if limit is not None:
+        record["harness_limit"] = limit
+    return record
+
+
 def evaluate_run(run_dir: str, tasks, include_path: str | None = None, limit: int | None = None,
                  step: int | None = None, batch_size: int = 32, compute_dtype: str = "float32",
                  mesh_cfg=None) -> dict:
@@ -195,20 +216,17 @@ def evaluate_run(run_dir: str, tasks, include_path: str | None = None, limit: in
     ``MeshConfig``; default data-parallel), appends the record to ``metrics.jsonl`` and the run's
     metric sinks, and returns it."""
     from ado_jax.config import MeshConfig
-    from ado_jax.harness.lm import MISSING, JaxLM
+    from ado_jax.harness.lm import MISSING
     from ado_jax.metric_sinks import LogConfig, Tee
 
     try:
         import lm_eval  # noqa: F401
     except ImportError:
         raise ValueError(MISSING) from None
-    tasks = expand_tasks(tasks)
+    expand_tasks(tasks)  # a bad --harness fails before the checkpoint is read
     mesh = sharding.make_mesh(mesh_cfg or MeshConfig())
     model, tokenizer, step, stored = load_run_model(run_dir, step, compute_dtype, mesh)
-    out = run_tasks(JaxLM(model, tokenizer, batch_size=batch_size, mesh=mesh), tasks, include_path, limit)
-    record = results_record(step, out)
-    if limit is not None:
-        record["harness_limit"] = limit
+    record = evaluate_model(model, tokenizer, tasks, step, include_path, limit, batch_size, mesh)
     log_cfg = types.SimpleNamespace(log=LogConfig(**stored.get("log", {})), to_dict=lambda: stored)
     sinks = Tee(_Appender(run_dir), log_cfg, run_dir)
     try:
