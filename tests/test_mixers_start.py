@@ -208,3 +208,29 @@ def test_every_mixer_trains_from_the_cli_on_tiny_with_8_domains(name, tmp_path, 
         assert "estimating the [8, 8] skills graph" in out
         graph = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "skills_graph" in r][-1]
         assert any(v != 0.0 for row in graph["skills_graph"].values() for v in row.values())
+
+
+def test_static_and_aioli_read_mixtures_from_runs_and_files_by_domain_name(tmp_path):
+    """Aioli+DML / Aioli+DoGE and a final DoGE/DoReMi run: the mixture comes from a weights file
+    or a proxy run's last *_avg_weights, matched to the run's domains by name."""
+    run = tmp_path / "doge_run"
+    run.mkdir()
+    recs = [{"step": 5, "doge_avg_weights": {"a": 0.1, "b": 0.1, "c": 0.8}},
+            {"step": 9, "doge_avg_weights": {"a": 0.5, "b": 0.3, "c": 0.2}}, {"step": 9, "loss": 2.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fit = tmp_path / "dml.json"
+    fit.write_text(json.dumps({"weights": [0.6, 0.3, 0.1], "domains": ["c", "b", "a"]}))
+    static = config_class("static")
+    assert static(weights_from=str(run)).resolve(("c", "a", "b"), "r").weights == pytest.approx([0.2, 0.5, 0.3])
+    assert static(weights_from=str(fit)).resolve(("a", "b", "c"), "r").weights == pytest.approx([0.1, 0.3, 0.6])
+    with pytest.raises(ValueError, match=r"no value for domain\(s\) \['z'\]"):
+        static(weights_from=str(fit)).resolve(("a", "z"), "r")
+    aioli_cfg = config_class("aioli")(init_weights_from=str(fit), init_steps=10).resolve(("a", "b", "c"), "r")
+    st = aioli_cfg.build(np.ones(3), total_steps=4000).init(3)
+    np.testing.assert_allclose(np.asarray(st.weights), [0.1, 0.3, 0.6], rtol=1e-6)  # the init phase's mixture
+    with pytest.raises(ValueError, match="needs mixer.init_steps > 0, the steps"):
+        config_class("aioli")(init_weights=[0.2, 0.3, 0.5]).build(np.ones(3), total_steps=4000)
+    with pytest.raises(ValueError, match="logged no \\*_avg_weights"):
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "plain" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+        static(weights_from=str(tmp_path / "plain")).resolve(("a",), "r")

@@ -337,9 +337,26 @@ class AioliConfig(MixerConfig):
     variant: str = option("full", "full | static (AIOLI-STATIC) | diagonal (AIOLI-DIAGONAL)")
     init_steps: int = option(0, "steps on the prior (mixer.prior) before the first round (Aioli+method); "
                                 "0: one step on uniform, whose held-out loss is round 1's baseline")
+    init_weights: list[float] = option([], "Aioli+method (the paper's restricted setting, Table 3): the init_steps' "
+                                           "mixture, one weight per domain, instead of mixer.prior")
+    init_weights_from: str = option("", "Aioli+method: the init_steps' mixture from a weights JSON (ado-jax "
+                                        "fit-mixture's DML or RegMix fit: Aioli+DML) or a run directory's last "
+                                        "*_avg_weights (a DoGE run: Aioli+DoGE; DoReMi)")
     fit: str = option("auto", "auto: a run too short for rounds x sweeps within delta gets fewer sweeps, then fewer "
                               "rounds (said at start) | strict: as given; a round shorter than LEARNPARAMS is refused, "
                               "naming the steps needed")
+
+    def resolve(self, domains, run_dir: str) -> "AioliConfig":
+        """With ``init_weights`` read from ``init_weights_from`` (matched by domain name where named)."""
+        del run_dir
+        if not self.init_weights_from:
+            return self
+        if self.init_weights:
+            raise ValueError("give mixer.init_weights or mixer.init_weights_from, not both")
+        from ado_jax.mixing.basic import weights_for_domains
+
+        weights = weights_for_domains(self.init_weights_from, tuple(domains))
+        return dataclasses.replace(self, init_weights=weights.tolist(), init_weights_from="")
 
     def _sized(self, sizes_D, total_steps) -> tuple[int, int, str]:
         if self.fit not in ("auto", "strict"):
@@ -358,7 +375,15 @@ class AioliConfig(MixerConfig):
         if self.variant not in ("full", "static", "diagonal"):
             raise ValueError(f"mixer.variant={self.variant!r}: expected full | static | diagonal")
         rounds, sweeps, _ = self._sized(sizes_D, total_steps)
+        if self.init_weights_from:
+            raise ValueError("mixer.init_weights_from is set but not read: call resolve(domains, run_dir) before build")
         prior = prior_weights(self.prior, sizes_D)
+        if self.init_weights:
+            if not self.init_steps:
+                raise ValueError("mixer.init_weights (Aioli+method) needs mixer.init_steps > 0, the steps on it")
+            if len(self.init_weights) != len(sizes_D):
+                raise ValueError(f"mixer.init_weights={self.init_weights}: one weight per domain ({len(sizes_D)})")
+            prior = check_weights(self.init_weights, name="mixer.init_weights")
         mixer = aioli(total_steps, rounds=rounds, sweeps=sweeps, delta=self.delta, eps=self.eps,
                      eta=self.eta, gamma=None if self.gamma < 0 else self.gamma, static=self.variant == "static",
                      diagonal=self.variant == "diagonal", init_steps=self.init_steps or None,

@@ -108,6 +108,40 @@ def read_weights_file(path, num_domains: int | None = None) -> np.ndarray:
     return check_weights(weights, name=f"mixer.weights_from={path}")
 
 
+def weights_for_domains(source: str, domains: tuple[str, ...]) -> np.ndarray:
+    """[D] mixture for ``domains`` from ``source``: a run directory (local or gs://; the last
+    record with a ``*_avg_weights`` metric) or a weights JSON (``read_weights_file``; its
+    ``"domains"``, when present, matched by name, else taken in order)."""
+    import json
+
+    from ado_jax.mixing.run_inputs import per_domain
+
+    field = "mixer.weights_from"
+    try:
+        text = storage.read_text(f"{source.rstrip('/')}/metrics.jsonl")
+    except NotADirectoryError:  # a file
+        text = None
+    if text is not None:  # a run directory
+        for line in reversed(text.splitlines()):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            key = next((k for k in rec if k.endswith("_avg_weights")), None) if isinstance(rec, dict) else None
+            if key:
+                return check_weights(per_domain(rec[key], domains, field, source), name=f"{field}={source}")
+        raise ValueError(f"{field}={source}: that run logged no *_avg_weights (a doge or doremi run has them)")
+    try:
+        obj = json.loads(storage.read_text(source) or "null")
+    except json.JSONDecodeError:
+        obj = None  # read_weights_file says what is wrong
+    if isinstance(obj, dict) and obj.get("domains"):
+        named = read_weights_file(source)
+        return check_weights(per_domain(dict(zip(obj["domains"], named.tolist())), domains, field, source),
+                             name=f"{field}={source}")
+    return read_weights_file(source, len(domains))
+
+
 @register("static")
 @dataclasses.dataclass
 class StaticConfig(MixerConfig):
@@ -115,7 +149,19 @@ class StaticConfig(MixerConfig):
 
     weights: list[float] = option([], "one weight per domain (normalized to sum to 1)")
     weights_from: str = option("", "instead of weights: a weights JSON (local or gs://), e.g. written by "
-                                   "ado-jax fit-mixture")
+                                   "ado-jax fit-mixture, matched by domain name when it names them; or a run "
+                                   "directory: its last logged *_avg_weights (DoGE's, DoReMi's final mixture)")
+
+    def resolve(self, domains, run_dir: str) -> "StaticConfig":
+        """With ``weights`` read from ``weights_from`` for the run's ``domains`` (by name where the
+        source names them: a run's metrics, a weights file with a ``"domains"`` list)."""
+        del run_dir
+        if not self.weights_from:
+            return self
+        if self.weights:
+            raise ValueError("give mixer.weights or mixer.weights_from, not both")
+        return dataclasses.replace(self, weights=weights_for_domains(self.weights_from, tuple(domains)).tolist(),
+                                   weights_from="")
 
     def build(self, sizes_D, total_steps: int | None = None, seed: int = 0) -> Mixer:
         """``static(weights)`` (or the weights read from ``weights_from``); ValueError unless there is

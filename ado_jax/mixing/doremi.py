@@ -96,7 +96,13 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
         avg = state.avg_weights + (w - state.avg_weights) / step.astype(jnp.float32)
         return w, DoReMiState(w, avg, step, wants(step))
 
-    return Mixer(init, update)
+    return Mixer(init, update, doremi_metrics)
+
+
+def doremi_metrics(state: DoReMiState) -> dict:
+    """What the train loop logs about DoReMi: ``doremi_avg_weights`` [D], the averaged ᾱ that
+    DoReMi hands to its final run (``mixer.name=static mixer.weights_from=THIS_RUN`` reads it)."""
+    return {"doremi_avg_weights": state.avg_weights}
 
 
 @register("doremi")
