@@ -31,6 +31,21 @@ def test_doremi_follows_xie_et_al_update():
     assert not bool(st.wants_heldout)
 
 
+def test_doremi_keeps_an_absent_domains_last_excess():
+    """A domain missing from the sampled batch keeps its last observed loss (Xie et al. see every
+    domain every step); with absent="zero" its excess vanishes and it stays starved."""
+    ref = np.array([1.0, 1.0])
+    for absent, recovers in (("last", True), ("zero", False)):
+        mixer = doremi(ref, eta=1.0, smoothing=1e-3, absent=absent)
+        st = mixer.init(2)
+        w, st = mixer.update(_stats([4.0, 2.0]), st)  # domain 0's excess 3 vs 1: it takes the batch
+        assert float(w[0]) > 0.85
+        for _ in range(5):  # domain 1 absent; domain 0 trained down to its reference
+            w, st = mixer.update(_stats([1.0, 0.0], count_D=[1.0, 0.0]), st)
+        assert (float(w[1]) > 0.9) == recovers, (absent, np.asarray(w))
+    np.testing.assert_allclose(np.asarray(st.last_loss), [1.0, 2.0])
+
+
 def test_doremi_per_step_reference_and_heldout_mode():
     ref_SD = np.array([[5.0, 5.0], [1.0, 5.0]])  # row used = min(step, S-1)
     mixer = doremi(ref_SD, use_heldout=True, every=2)

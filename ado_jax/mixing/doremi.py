@@ -16,8 +16,12 @@ tunes η = 0.01 and frames DoReMi as a linear dynamic mixing law with diagonal
 
 Differences from Xie et al.: they clip the excess per token and weight the training loss by α;
 here the mixture is *sampled* with α (equal in expectation, Aioli Lemma 3) and the excess is
-clipped per domain mean, since the mixer sees per-domain means. Domains absent from a batch get
-λ = 0, as in their per-batch normalization.
+clipped per domain mean, since the mixer sees per-domain means. A domain absent from the sampled
+batch keeps its last observed loss (``absent="last"``, the default): Xie et al. measure every
+domain every step (their batch is not sampled with α), and giving absent domains λ = 0 instead
+(``absent="zero"``, our earlier behaviour) starved them for good: once α put ~1e-3 on a domain it
+never appeared again, so its excess was never seen (a collapse onto one domain within ten steps,
+docs/results.md "Known answers").
 
 With ``use_heldout=True`` the excess is measured on held-out losses every ``every`` steps
 (the state's ``wants_heldout`` asks for them; see ``ado_jax.mixing.aioli.wants_heldout``).
@@ -34,22 +38,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from ado_jax.mixing.registry import MixerConfig, config_class, option, register
-from ado_jax.mixing.base import (DomainStats, Mixer, check_fraction, check_int, check_num_domains, check_number,
-                                 normalize)
+from ado_jax.mixing.base import (DomainStats, Mixer, check_choice, check_fraction, check_int, check_num_domains,
+                                 check_number, normalize)
 
 
 class DoReMiState(NamedTuple):
     """weights: [D] α_t (next batch's mixture); avg_weights: [D] running mean ᾱ of the α_t;
-    step: [] int32 updates done; wants_heldout: [] bool."""
+    step: [] int32 updates done; wants_heldout: [] bool; last_loss: [D] each domain's last
+    observed loss (NaN before its first), the excess of a domain absent from the batch."""
 
     weights: jax.Array
     avg_weights: jax.Array
     step: jax.Array
     wants_heldout: jax.Array
+    last_loss: jax.Array
 
 
 def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_heldout: bool = False,
-           every: int = 1) -> Mixer:
+           every: int = 1, absent: str = "last") -> Mixer:
     """Online DoReMi against reference per-domain losses.
 
     Args:
@@ -59,6 +65,8 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
       smoothing: c, weight of the uniform mixture mixed in after each step, in [0, 1].
       use_heldout: measure the excess on held-out losses instead of training losses.
       every: update the weights every ``every`` steps (with ``use_heldout``: at those steps only).
+      absent: a domain with no sequence in the batch: ``"last"`` its last observed loss, ``"zero"``
+        no excess (λ = 0).
     """
     ref = np.asarray(reference_losses, dtype=np.float32)
     if ref.ndim not in (1, 2) or ref.size == 0:
@@ -69,6 +77,7 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
     check_number("eta", eta, low=0.0, finite=True)
     check_fraction("smoothing", smoothing)
     every = check_int("every", every, low=1)
+    check_choice("absent", absent, ("last", "zero"))
 
     def wants(step):
         return jnp.asarray(use_heldout) & ((step + 1) % every == 0)
@@ -78,7 +87,8 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
         if ref_SD.shape[1] != d:
             raise ValueError(f"reference_losses has {ref_SD.shape[1]} domains but init got num_domains={d}")
         u = jnp.full((d,), 1.0 / d, jnp.float32)
-        return DoReMiState(u, u, jnp.zeros((), jnp.int32), wants(jnp.zeros((), jnp.int32)))
+        return DoReMiState(u, u, jnp.zeros((), jnp.int32), wants(jnp.zeros((), jnp.int32)),
+                           jnp.full((d,), jnp.nan, jnp.float32))
 
     def update(stats: DomainStats, state: DoReMiState):
         d = state.weights.shape[0]
@@ -87,6 +97,10 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
             loss_D = jnp.where(stats.heldout_valid, stats.heldout_loss, jnp.nan)
         else:
             loss_D = stats.mean_loss()
+        seen_D = jnp.isfinite(loss_D)
+        last_D = jnp.where(seen_D, loss_D, state.last_loss)
+        if absent == "last":
+            loss_D = last_D
         excess_D = jnp.where(jnp.isfinite(loss_D), jnp.maximum(loss_D - ref_D, 0.0), 0.0)
         do_step = (state.step + 1) % every == 0
         log_w = jnp.log(jnp.maximum(state.weights, 1e-30)) + eta * excess_D
@@ -94,7 +108,7 @@ def doremi(reference_losses, *, eta: float = 1.0, smoothing: float = 1e-3, use_h
         w = normalize(jnp.where(do_step, new_w, state.weights))
         step = state.step + 1
         avg = state.avg_weights + (w - state.avg_weights) / step.astype(jnp.float32)
-        return w, DoReMiState(w, avg, step, wants(step))
+        return w, DoReMiState(w, avg, step, wants(step), last_D)
 
     return Mixer(init, update, doremi_metrics)
 
@@ -125,6 +139,8 @@ class DoReMiConfig(MixerConfig):
     eta: float = option(1.0, "exponentiated-gradient step size (Xie et al.: 1)")
     smoothing: float = option(1e-3, "weight of the uniform mixture mixed in each step")
     use_heldout: bool = option(False, "excess loss on in-step held-out batches instead of training losses")
+    absent: str = option("last", "a domain absent from the batch: last (its last observed loss; Xie et al. see "
+                                 "every domain each step) | zero (no excess: it can starve for good)")
 
     def _reference_dir(self, run_dir: str) -> str:
         return self.reference_run or f"{str(run_dir).rstrip('/')}/reference"
@@ -160,4 +176,5 @@ class DoReMiConfig(MixerConfig):
                              f"domain ({len(sizes_D)}): type them in, or give mixer.reference_run=RUN (a run "
                              "trained with --mixer balanced), or leave both empty and ado-jax train trains the "
                              "reference first")
-        return doremi(self.reference_losses, eta=self.eta, smoothing=self.smoothing, use_heldout=self.use_heldout)
+        return doremi(self.reference_losses, eta=self.eta, smoothing=self.smoothing, use_heldout=self.use_heldout,
+                      absent=self.absent)
