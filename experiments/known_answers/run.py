@@ -26,7 +26,8 @@ Protocol, fixed before the first run (docs/results.md, "Known answers", states t
   weights {0.04, 0.1, 0.2, 0.3, 0.45} (the rest split evenly) on seeds 100-102.
 - Reported per mixer: the share of the gap closed, (L_stratified - L_mixer) / (L_stratified -
   L_best), the paired mean difference over seeds divided by the mean gap, with the paired 95 %
-  interval of the numerator scaled the same way; and the special domain's weight over training.
+  interval of the numerator scaled the same way; and the special domain's weight over training
+  ("at mid-run": its mean over steps 240-360, the share of the data it got there).
 
 Expected behaviour, written before running (checked in docs/results.md):
 - ``noise``: ADO (both priors), Aioli and DoReMi put less than half the stratified share
@@ -184,8 +185,11 @@ def best_weight(res: dict, suite: str) -> float:
 
 
 def _weight_at(run_dir: str, special: str, step: int) -> float:
+    """The special domain's mean weight over steps ``0.8 step .. 1.2 step`` (the share of the
+    data it got there: Aioli's LEARNPARAMS steps included, which a single step would miss or hit)."""
     steps, ws = weight_series(run_dir, special)
-    return ws[min(range(len(steps)), key=lambda i: abs(steps[i] - step))]
+    window = [w for s, w in zip(steps, ws) if 0.8 * step <= s <= 1.2 * step]
+    return sum(window) / len(window)
 
 
 def gap_closed(res: dict, arm: str) -> tuple[float, float, float, int]:
