@@ -82,7 +82,7 @@ def test_suite_names_expand():
 def test_scores_equal_the_unpadded_model_one_compile_per_bucket(monkeypatch):
     traces = []
     real = batching._score_batch
-    monkeypatch.setattr(batching, "_score_batch", lambda *a: traces.append(a[1].shape) or real(*a))
+    monkeypatch.setattr(batching, "_score_batch", lambda *a: traces.append((a[1].shape, a[5])) or real(*a))
     model = _model()
     rng = np.random.default_rng(0)
     lengths = [3, 9, 40, 64, 65, 66, 100, 129] + list(rng.integers(2, 60, 8))
@@ -93,13 +93,18 @@ def test_scores_equal_the_unpadded_model_one_compile_per_bucket(monkeypatch):
     runner = batching.BucketedRunner(model, 128, batch_size=8)
     logprob, greedy = runner.score(seqs, scored)
     # 13 requests of <= 64 tokens: a full batch of 8 and 5 in 8 rows; 1 of 65 (96); 2 of 99, 128 (128)
-    assert sorted(traces) == [(1, 96), (2, 128), (8, 64)]  # one compilation per shape
+    assert {shape for shape, _ in traces} == {(1, 96), (2, 128), (8, 64)} and len(set(traces)) == len(traces)
     for seq, n, lp, g in zip(seqs, scored, logprob, greedy):
         want_lp, want_g = _reference(model, seq, n)
         assert abs(lp - want_lp) < 1e-4 * max(1.0, abs(want_lp)) and g == want_g, (len(seq), n, lp, want_lp)
     assert greedy.any() and not greedy.all()
+    n = len(traces)
     runner.score(seqs[::-1], scored[::-1])  # the same shapes again: nothing new to compile
-    assert len(traces) == 3
+    assert len(traces) == n <= 4
+    short = [s for s in seqs if len(s) <= 65][:8]  # one-token continuations: only 16 of 64 positions projected
+    logprob, _ = runner.score(short, [1] * len(short))
+    assert traces[-1] == ((8, 64), 16)
+    np.testing.assert_allclose(logprob, [_reference(model, s, 1)[0] for s in short], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="request 0: 0 scored tokens of 5"):
         runner.score([[1, 2, 3, 4, 5]], [0])
 

@@ -4,12 +4,13 @@ The LM Evaluation Harness asks a model for the log-likelihood of many short cont
 greedy generations. Compiling once per request length would dominate the run, so every request is
 padded on the right to one of a few bucket lengths (two per octave: 64, 96, 128, 192, ... up to
 the model's maximum; at most 1.5x the request's length), and every full batch of a bucket has the
-same number of rows; a bucket's last, partial batch is padded to the next power of two of rows. So
-a run compiles at most a few shapes per bucket, whatever its requests. The model is causal, so
-right padding never changes a real position's logits. With a mesh, batches are placed with their
-rows split over the batch axes (``ado_jax.sharding.batch_sharding``) and the model keeps its own
-(FSDP / tensor) sharding; every process passes the same requests and reads the same replicated
-results.
+same number of rows; a bucket's last, partial batch is padded to the next power of two of rows;
+only the last quarter of the positions goes through the output projection when no request of the
+batch scores more tokens. So a run compiles at most a few shapes per bucket, whatever its
+requests. The model is causal, so right padding never changes a real position's logits. With a
+mesh, batches are placed with their rows split over the batch axes
+(``ado_jax.sharding.batch_sharding``) and the model keeps its own (FSDP / tensor) sharding; every
+process passes the same requests and reads the same replicated results.
 
 Shapes: R requests, B rows of a batch, T bucket length, V vocabulary.
 """
@@ -52,17 +53,26 @@ def bucket_for(length: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"a request of {length} tokens is longer than the longest bucket {buckets[-1]}")
 
 
-def _score_batch(model, inputs_BT, targets_BT, mask_BT, out_sharding):
-    """``(logprob_BT, greedy_B)``: each masked target's log-probability (float32 log-softmax; 0
-    elsewhere; the caller sums in float64), and whether every masked target is the argmax."""
-    logits_BTV = model(inputs_BT).astype(jnp.float32)
-    logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    target_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    logprob_BT = jnp.where(mask_BT, target_BT - logz_BT, 0.0)
-    greedy_B = jnp.all(~mask_BT | (jnp.argmax(logits_BTV, axis=-1) == targets_BT), axis=-1)
+def _score_batch(model, inputs_BT, targets_BT, mask_BT, end_B, K: int, out_sharding):
+    """``(logprob_BK, greedy_B)``: the log-probability of each masked target among the last
+    ``K`` positions before ``end_B`` (float32 log-softmax; 0 elsewhere; the caller sums in
+    float64), and whether every masked target is the argmax. Only those ``K`` positions go
+    through the output projection: the ``[B, K, V]`` logits, not ``[B, T, V]``, are materialized."""
+    x_BTD = model.features(inputs_BT)
+    pos_BK = end_B[:, None] - K + jnp.arange(K)[None, :]
+    keep_BK = pos_BK >= 0
+    pos_BK = jnp.maximum(pos_BK, 0)
+    x_BKD = jnp.take_along_axis(x_BTD, pos_BK[..., None], axis=1)
+    targets_BK = jnp.take_along_axis(targets_BT, pos_BK, axis=1)
+    mask_BK = jnp.take_along_axis(mask_BT, pos_BK, axis=1) & keep_BK
+    logits_BKV = model.logits(x_BKD).astype(jnp.float32)
+    logz_BK = jax.nn.logsumexp(logits_BKV, axis=-1)
+    target_BK = jnp.take_along_axis(logits_BKV, targets_BK[..., None], axis=-1)[..., 0]
+    logprob_BK = jnp.where(mask_BK, target_BK - logz_BK, 0.0)
+    greedy_B = jnp.all(~mask_BK | (jnp.argmax(logits_BKV, axis=-1) == targets_BK), axis=-1)
     if out_sharding is not None:
-        logprob_BT, greedy_B = jax.lax.with_sharding_constraint((logprob_BT, greedy_B), out_sharding)
-    return logprob_BT, greedy_B
+        logprob_BK, greedy_B = jax.lax.with_sharding_constraint((logprob_BK, greedy_B), out_sharding)
+    return logprob_BK, greedy_B
 
 
 def _extend_batch(model, tokens_BT, lengths_B, n_steps: int, out_sharding):
@@ -105,7 +115,7 @@ class BucketedRunner:
         self.batch_size = -(-batch_size // self.split) * self.split
         self.max_batch_tokens = max_batch_tokens
         out = None if mesh is None else NamedSharding(mesh, P())
-        self._score = eqx.filter_jit(lambda m, x, y, k: _score_batch(m, x, y, k, out))
+        self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out))
         self._extend = eqx.filter_jit(lambda m, x, n, steps: _extend_batch(m, x, n, steps, out))
 
     def rows(self, T: int, needed: int | None = None) -> int:
@@ -116,6 +126,12 @@ class BucketedRunner:
         if needed is None or needed >= full:
             return full
         return min(full, self.split * 2 ** math.ceil(math.log2(max(1, -(-needed // self.split)))))
+
+    @staticmethod
+    def scored_window(T: int, n_max: int) -> int:
+        """Positions a batch of bucket ``T`` projects to logits: ``T // 4`` when every request scores
+        at most that many tokens (multiple choice, LAMBADA) and it is at least 16, else ``T``."""
+        return T // 4 if 16 <= T // 4 and n_max <= T // 4 else T
 
     def _put(self, host: np.ndarray):
         if self.mesh is None:
@@ -150,12 +166,15 @@ class BucketedRunner:
         bar = tqdm(total=R, disable=not progress, desc=desc)
         for T, B, idx in self._batches(lengths):
             x_BT, y_BT, mask_BT = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool)
+            end_B = np.zeros(B, np.int32)
             for row, r in enumerate(idx):
                 seq, L = np.asarray(inputs[r], np.int32), lengths[r]
-                x_BT[row, :L], y_BT[row, :L] = seq[:-1], seq[1:]
+                x_BT[row, :L], y_BT[row, :L], end_B[row] = seq[:-1], seq[1:], L
                 mask_BT[row, L - n_scored[r]:L] = True
-            lp_BT, greedy_B = self._score(self.model, self._put(x_BT), self._put(y_BT), self._put(mask_BT))
-            logprob_R[idx] = np.asarray(lp_BT, np.float64)[:len(idx)].sum(axis=1)
+            K = self.scored_window(T, max(n_scored[r] for r in idx))
+            lp_BK, greedy_B = self._score(self.model, self._put(x_BT), self._put(y_BT), self._put(mask_BT),
+                                          self._put(end_B), K)
+            logprob_R[idx] = np.asarray(lp_BK, np.float64)[:len(idx)].sum(axis=1)
             greedy_R[idx] = np.asarray(greedy_B)[:len(idx)]
             bar.update(len(idx))
         bar.close()

@@ -179,6 +179,11 @@ class Llama(eqx.Module):
             cfg.init_std * jax.random.normal(k_out, (cfg.d_model, cfg.vocab_size))).astype(dtype)
 
     def __call__(self, tokens_BT: Array) -> Array:
+        return self.logits(self.features(tokens_BT))
+
+    def features(self, tokens_BT: Array) -> Array:
+        """The final RMS-normalized residual stream ``[B, T, D]`` (compute dtype) that the output
+        projection reads: ``model(tokens) == model.logits(model.features(tokens))``."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.compute_dtype)
         T = tokens_BT.shape[1]
@@ -192,10 +197,15 @@ class Llama(eqx.Module):
         if cfg.remat != "none":
             layer = jax.checkpoint(layer, policy=policy)
         x_BTD, _ = jax.lax.scan(layer, x_BTD, self.blocks)
-        B, _, D = x_BTD.shape
-        x_ND = rms_norm(x_BTD, self.final_norm, cfg.norm_eps).reshape(B * T, D)
+        return rms_norm(x_BTD, self.final_norm, cfg.norm_eps)
+
+    def logits(self, x_BTD: Array) -> Array:
+        """``[B, T, V]`` float32 logits of ``features`` rows ``x_BTD`` (any subset of positions:
+        the harness projects only the positions it scores)."""
+        B, T, D = x_BTD.shape
         out_DV = self.embed.T if self.unembed is None else self.unembed
-        logits_NV = jnp.matmul(x_ND, out_DV.astype(dt), preferred_element_type=jnp.float32)
+        logits_NV = jnp.matmul(x_BTD.reshape(B * T, D), out_DV.astype(jnp.dtype(self.cfg.compute_dtype)),
+                               preferred_element_type=jnp.float32)
         return logits_NV.reshape(B, T, -1)
 
 
