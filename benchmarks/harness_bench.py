@@ -2,12 +2,13 @@
 jitted model) against lm-eval's Hugging Face backend (``hf``: transformers + torch) on the same
 model, exported with ``ado-jax export --format hf``, on the CPU.
 
-    python benchmarks/harness_bench.py [--requests 512] [--d-model 256] [--layers 4]
+    python benchmarks/harness_bench.py [--requests 512] [--d-model 256] [--layers 4] [--bpe-vocab 8192]
 
 About 3 minutes on a quiet 2-core machine with the defaults. Needs lm-eval, torch, transformers,
 accelerate, safetensors and tokenizers (CI's parity step installs them). The requests are
 HellaSwag-shaped ``loglikelihood`` requests (a 150-400 byte context, four 20-80 byte
-continuations each; byte tokenizer) and, separately, ``loglikelihood_rolling`` over 1-3 KB texts
+continuations each; the byte tokenizer, or with ``--bpe-vocab N`` a BPE of N ids trained on the
+same text, where the output projection weighs more) and, separately, ``loglikelihood_rolling`` over 1-3 KB texts
 (windows of ``max_seq_len`` tokens). Both models compute in float32 and are given the same batch
 size. Ours is timed twice: the first pass includes the compilations (one per bucket length), the
 second is what a long evaluation sees. One run each (the issue asks for one run), interleaved in
@@ -70,6 +71,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bpe-vocab", type=int, default=0, help="a BPE tokenizer of this many ids (0: bytes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/harness_bench.json"))
     args = p.parse_args()
 
@@ -79,18 +81,20 @@ def main() -> None:
     from test_harness_parity import byte_tokenizer_for_transformers
 
     from ado_jax.checkpoint import Checkpointer
-    from ado_jax.data.tokenizer import ByteTokenizer, save_tokenizer
+    from ado_jax.data.tokenizer import BPETokenizer, ByteTokenizer, save_tokenizer
     from ado_jax.harness.lm import JaxLM
     from ado_jax.harness.run import load_run_model
     from ado_jax.hf_checkpoint import export_run
     from ado_jax.models.llama import Llama, ModelConfig
 
-    cfg = ModelConfig(vocab_size=257, d_model=args.d_model, n_layers=args.layers, n_heads=args.d_model // 64,
+    ll, roll = requests(args.requests, args.rolling)
+    tok = ByteTokenizer() if not args.bpe_vocab else BPETokenizer.train(
+        [r.args[0] for r in roll] + [a + b for a, b in (r.args for r in ll)], vocab_size=args.bpe_vocab)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=args.d_model, n_layers=args.layers, n_heads=args.d_model // 64,
                       n_kv_heads=args.d_model // 64, max_seq_len=args.max_seq_len, compute_dtype="float32",
                       remat="none", tie_embeddings=False)
-    ll, roll = requests(args.requests, args.rolling)
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
-        save_tokenizer(ByteTokenizer(), f"{tmp}/corpus")
+        save_tokenizer(tok, f"{tmp}/corpus")
         ckpt = Checkpointer(f"{tmp}/run/checkpoints")
         ckpt.save(1, {"model": eqx.filter_jit(lambda k: Llama(cfg, k))(jax.random.PRNGKey(0))},
                   {"model": dataclasses.asdict(cfg), "data": {"source": "corpus", "corpus_dir": f"{tmp}/corpus"}})
@@ -98,7 +102,8 @@ def main() -> None:
         export_run(f"{tmp}/run", f"{tmp}/hf")
         model, tokenizer, _, _ = load_run_model(f"{tmp}/run")
         ours = JaxLM(model, tokenizer, batch_size=args.batch_size)
-        theirs = HFLM(pretrained=f"{tmp}/hf", tokenizer=byte_tokenizer_for_transformers(), device="cpu",
+        hf_tok = None if args.bpe_vocab else byte_tokenizer_for_transformers()  # BPE: the export's tokenizer.json
+        theirs = HFLM(pretrained=f"{tmp}/hf", tokenizer=hf_tok, device="cpu",
                       dtype="float32", batch_size=args.batch_size)
         rows = {}
         for name, lm, kind, reqs in [("ours_cold", ours, "loglikelihood", ll), ("ours", ours, "loglikelihood", ll),
@@ -112,6 +117,7 @@ def main() -> None:
                                                "loglik": [x[0] if isinstance(x, tuple) else x for x in out]}
             print(f"{kind:22s} {name:10s} {len(reqs) / wall:8.1f} requests/s  (wall {wall:6.1f} s, cpu {cpu:6.1f} s)")
     result = {"model": {k: getattr(cfg, k) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len")},
+              "tokenizer": tok.kind,
               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "jax": jax.__version__, "torch": torch.__version__}
     for kind, r in rows.items():
