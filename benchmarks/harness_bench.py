@@ -87,6 +87,7 @@ def main() -> None:
     from ado_jax.hf_checkpoint import export_run
     from ado_jax.models.llama import Llama, ModelConfig
 
+    load_before = os.getloadavg()
     ll, roll = requests(args.requests, args.rolling)
     tok = ByteTokenizer() if not args.bpe_vocab else BPETokenizer.train(
         [r.args[0] for r in roll] + [a + b for a, b in (r.args for r in ll)], vocab_size=args.bpe_vocab)
@@ -119,7 +120,8 @@ def main() -> None:
     result = {"model": {k: getattr(cfg, k) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len")},
               "tokenizer": tok.kind,
               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "jax": jax.__version__, "torch": torch.__version__}
+              "jax": jax.__version__, "torch": torch.__version__,
+              "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}}
     for kind, r in rows.items():
         diff = float(np.max(np.abs(np.subtract(r["ours"]["loglik"], r["hf"]["loglik"]))))
         for row in r.values():
