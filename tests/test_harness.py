@@ -140,6 +140,8 @@ def test_greedy_extension_is_the_stepwise_argmax():
 
 
 def test_eval_harness_without_lm_eval_says_what_to_install(monkeypatch, capsys, tmp_path):
+    import ado_jax.harness.lm  # noqa: F401  (imported with lm-eval, if installed, for the later tests)
+
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed
     assert cli.main(["eval", "--run-dir", str(tmp_path), "--harness", "ado-table1"]) == 2
     assert "pip install 'ado-jax[harness]'" in capsys.readouterr().err
