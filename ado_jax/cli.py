@@ -39,6 +39,8 @@ def cmd_train(args) -> int:
     from ado_jax import sharding
 
     sharding.maybe_initialize_distributed()  # before anything touches the XLA backend
+    import jax
+
     from ado_jax import loop
 
     opts = loop.RunOptions(force=args.force, reset_mixer=args.reset_mixer, allow_change=args.allow_change,
