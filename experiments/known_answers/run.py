@@ -245,8 +245,8 @@ def plot_weights(runs: str, suite: str, arms: list[str], seeds: list[int], path:
     ax.axhline(0.125, color="k", lw=0.6, ls="--")
     ax.set_xlabel("step")
     ax.set_ylabel(f"weight on {SPECIAL[suite]}")
-    ax.set_title(f"known-answer suite '{suite}': the special domain's weight (mean over seeds, band min-max; "
-                 "dotted: stratified, dashed: half of it)", fontsize=9)
+    ax.set_title(f"suite '{suite}': weight on the special domain (mean of the seeds, band min-max;\n"
+                 "dotted: the stratified share, dashed: half of it)", fontsize=9)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
