@@ -51,6 +51,12 @@ class TrainConfig:
     log_every: int = _f(1, "fetch metrics to the host and append them to metrics.jsonl every N steps")
     eval_every: int = _f(50, "per-domain held-out evaluation every N steps (0 disables)")
     eval_batches: int = _f(2, "held-out batches per domain in each evaluation")
+    harness_every: int = _f(0, "run LM Evaluation Harness tasks (train.harness_tasks) on the model every N steps "
+                               "and at the end, into metrics.jsonl (0: never; needs the harness extra)")
+    harness_tasks: list[str] = _f(["ado-table1"], "lm-eval task names or the suite ado-table1 (the ADO paper's "
+                                                  "seven) for train.harness_every")
+    harness_include_path: str = _f("", "a folder of your own lm-eval task YAMLs for train.harness_tasks")
+    harness_limit: int = _f(0, "at most N documents per harness task (0: all; a quick look, not a score)")
     ckpt_every: int = _f(50, "save a checkpoint every N steps (and always at the end)")
     keep_ckpts: int = _f(3, "keep the last N checkpoints")
     progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
@@ -243,7 +249,10 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     for key, v in positive.items():
         if v <= 0:
             raise ValueError(f"{key}={v}: must be positive")
-    nonneg = {"train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every, "model.d_ff": m.d_ff,
+    if t.harness_every and not t.harness_tasks:
+        raise ValueError(f"train.harness_every={t.harness_every} needs train.harness_tasks (e.g. [\"ado-table1\"])")
+    nonneg = {"train.harness_every": t.harness_every, "train.harness_limit": t.harness_limit,
+              "train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every, "model.d_ff": m.d_ff,
               "train.max_skipped_in_row": t.max_skipped_in_row}
     for key, v in nonneg.items():
         if not v >= 0:

@@ -127,6 +127,10 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
         probe = run_path / "checkpoints" / ".write_probe"
         probe.write_text("")
         probe.unlink()
+    if cfg.train.harness_every:  # fail now, not at the first harness evaluation
+        from ado_jax.harness import run as harness_run
+
+        harness_run.check_installed()
     if cfg.train.init_from and not start:  # before the data and the state: a mismatch fails at once
         hf_checkpoint.check_model_config(cfg.model, hf_checkpoint.read_config(cfg.train.init_from),
                                          cfg.train.init_from)
@@ -227,6 +231,8 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
                 last_eval = eval_record(step, state.model, eval_batches, heldout.names,
                                         dict(zip(names, loader.sizes())), cfg.data.eval_only_domains)
                 log.write([last_eval])
+            if cfg.train.harness_every and (step % cfg.train.harness_every == 0 or step == cfg.train.steps):
+                log.write([harness_run.evaluate_in_training(cfg, state.model, step, mesh)])
             if step % cfg.train.ckpt_every == 0:
                 save(step, state)
     except BaseException:

@@ -32,7 +32,8 @@ from ado_jax import storage
 LOCK = "run.lock"
 HISTORY = "config_history.jsonl"
 # Fields that steer only the loop: changing them on resume changes nothing already computed.
-FREE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.ckpt_every",
+FREE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.harness_every",
+        "train.harness_tasks", "train.harness_include_path", "train.harness_limit", "train.ckpt_every",
         "train.keep_ckpts", "train.progress", "train.max_skipped_in_row", "train.init_from", "data.prefetch", "mesh.",
         "log.", "data.reader_threads", "data.readahead_mb", "data.cache_dir")  # reader settings: same batches
 # The optimizer's hyperparameters: they change the run from here on, but not the state's shape.

@@ -147,3 +147,21 @@ def test_eval_harness_without_lm_eval_says_what_to_install(monkeypatch, capsys, 
     assert "pip install 'ado-jax[harness]'" in capsys.readouterr().err
     assert cli.main(["eval", "--run-dir", str(tmp_path), "--limit", "3"]) == 2
     assert "apply to --harness evaluations only" in capsys.readouterr().err
+
+
+def test_harness_every_needs_tasks_and_the_package():
+    """``train.harness_every`` is checked with the config; without lm-eval a run that asks for it
+    fails before it trains, with the install line."""
+    from ado_jax.config import load_config
+
+    with pytest.raises(ValueError, match="train.harness_every=5 needs train.harness_tasks"):
+        load_config("tiny", ["train.harness_every=5", "train.harness_tasks=[]"])
+    with pytest.raises(ValueError, match="train.harness_every=-1: must be"):
+        load_config("tiny", ["train.harness_every=-1"])
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        from ado_jax.harness.run import check_installed
+
+        with pytest.raises(ValueError, match="pip install 'ado-jax\\[harness\\]'"):
+            check_installed()

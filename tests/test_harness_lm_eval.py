@@ -100,3 +100,20 @@ def test_a_hub_task_without_network_fails_with_one_line(tmp_path):
     assert last.startswith("error: harness tasks ['ado_hub_task']: a dataset could not be fetched"), last
     for advice in ("ado-jax-test/not-downloaded", "HF_DATASETS_OFFLINE=1", "dataset_path", "--harness-include-path"):
         assert advice in last, last
+
+
+def test_harness_every_scores_the_training_model_into_metrics(tmp_path, monkeypatch):
+    """``train.harness_every``: the loop runs the tasks on the model being trained, at the cadence
+    and at the last step, and writes the records beside the losses (compare/plot read them)."""
+    monkeypatch.chdir(ROOT)  # the task YAMLs name their JSONL files relative to the repository root
+    from ado_jax.run_log import read_metrics
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", "tiny", "--steps", "5", "--run-dir", str(run),
+                     "--set", "train.progress=false", "--set", "train.eval_every=0", "--set", "train.harness_every=3",
+                     "--set", "train.harness_tasks=[\"ado_tiny_mc\"]", "--set", f"train.harness_include_path={TASKS}",
+                     "--set", "train.harness_limit=4"]) == 0
+    records = [r for r in read_metrics(run / "metrics.jsonl") if "harness" in r]
+    assert [r["step"] for r in records] == [3, 5]
+    assert all(0 <= r["harness"]["ado_tiny_mc"]["acc"] <= 1 and r["harness_samples"] == {"ado_tiny_mc": 4}
+               for r in records)

@@ -208,6 +208,24 @@ def evaluate_model(model, tokenizer, tasks, step: int, include_path: str | None 
     return record
 
 
+def evaluate_in_training(cfg, model, step: int, mesh=None) -> dict:
+    """The harness record of ``cfg.train.harness_tasks`` on the training ``model`` at ``step``
+    (``train.harness_every``): every process computes, the loop's log writes on process 0."""
+    t = cfg.train
+    return evaluate_model(model, _tokenizer(cfg.to_dict()), t.harness_tasks, step, t.harness_include_path or None,
+                          t.harness_limit or None, mesh=mesh)
+
+
+def check_installed() -> None:
+    """ValueError with the install line when lm-eval is missing (before a run that needs it trains)."""
+    from ado_jax.harness.lm import MISSING
+
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise ValueError(f"train.harness_every: {MISSING}") from None
+
+
 def evaluate_run(run_dir: str, tasks, include_path: str | None = None, limit: int | None = None,
                  step: int | None = None, batch_size: int = 32, compute_dtype: str = "float32",
                  mesh_cfg=None) -> dict:
