@@ -109,7 +109,9 @@ def doge(eta: float | Callable = 0.01, *, prior=None, targets=None, smoothing: f
         asking for gradients (``None``: the whole run). With Aioli+DoGE as ``aioli(...,
         init_mixer=doge(steps=init_steps))`` this stops the per-domain gradients after the init
         phase.
-      exclude_self, normalize_norm, score_clip: the reference code's variants (``doge_scores``).
+      exclude_self: the reference code's variant (``doge_scores``): drop ``<g_j, g_j>``.
+      normalize_norm: the reference code's variant: divide W by the mean per-domain gradient norm.
+      score_clip: the reference code's variant: clip W to this ``(low, high)`` range.
     """
     if not callable(eta):
         check_number("eta", eta, low=0.0, finite=True)

@@ -170,9 +170,11 @@ def fit_mixture(table: RunTable, method: str = "dml", target: str = "uniform", *
         ``regmix-lgbm`` (regression of the target, the mean of the top-k of ``num_candidates``
         candidates from Dirichlet(prior)).
       target: see ``target_weights``.
-      folds, seed: cross-validation (``cv=False`` skips it: ``cv = {}``).
+      folds: cross-validation folds (``cv=False`` skips it: ``cv = {}``).
+      seed: seed of the cross-validation split.
       prior: [D] RegMix's candidate prior (default: the table's sizes, else uniform).
-      num_candidates, top_k: RegMix's simulation (100,000 and 128 in its notebook).
+      num_candidates: candidates of RegMix's simulation (100,000 in its notebook).
+      top_k: the best candidates averaged (128 in its notebook).
       lgbm_params: overrides of ``regmix.LGBM_PARAMS``.
     """
     if method not in METHODS:
