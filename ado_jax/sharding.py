@@ -33,6 +33,8 @@ def maybe_initialize_distributed() -> bool:
 
     TPU pod VMs (``TPU_WORKER_HOSTNAMES`` with several hosts, or ``MEGASCALE_*``), SLURM, and the
     explicit ``JAX_COORDINATOR_ADDRESS`` + ``JAX_NUM_PROCESSES`` all count. Returns whether it did.
+    ``ADO_JAX_HEARTBEAT_TIMEOUT`` (seconds) sets how long the others wait on a host that died
+    before they abort (JAX's default, 100 s, when unset).
     """
     env = os.environ
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
@@ -42,11 +44,14 @@ def maybe_initialize_distributed() -> bool:
         return False
     if jax.distributed.is_initialized():
         return True
+    kw = {}
+    if env.get("ADO_JAX_HEARTBEAT_TIMEOUT"):
+        kw["heartbeat_timeout_seconds"] = int(env["ADO_JAX_HEARTBEAT_TIMEOUT"])
     if explicit:
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
-                                   int(env.get("JAX_PROCESS_ID", "0")))
+                                   int(env.get("JAX_PROCESS_ID", "0")), **kw)
     else:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**kw)
     return True
 
 

@@ -49,7 +49,7 @@ def test_two_processes_match_one(tmp_path):
 
 # --- one run, two processes, run dir in object storage (the GCS API server of tests/gcs_server.py) ---
 
-def _launch(run_dir, steps, port, extra=()):
+def _launch(run_dir, steps, port, extra=(), env_extra=None):
     """Two `ado-jax train` processes of one jax.distributed job (4 fake CPU devices each)."""
     args = ["train", "--config", "tiny", "--steps", str(steps), "--set", "train.progress=false",
             "--set", "data.max_bytes_per_domain=100000", "--set", "train.log_every=1", "--set", "train.ckpt_every=1000",
@@ -57,7 +57,8 @@ def _launch(run_dir, steps, port, extra=()):
     procs = []
     for pid in range(2):
         env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-                   JAX_NUM_PROCESSES="2", JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_PROCESS_ID=str(pid))
+                   JAX_NUM_PROCESSES="2", JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_PROCESS_ID=str(pid),
+                   **(env_extra or {}))
         procs.append(subprocess.Popen([sys.executable, "-m", "ado_jax.cli", *args], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     return procs
@@ -119,7 +120,8 @@ def test_sigkill_of_one_process_stops_the_other_and_a_relaunch_resumes(gs_bucket
     import time
 
     run = f"{gs_bucket}/killed"
-    procs = _launch(run, 400, _free_port(), ["--set", "train.ckpt_every=2"])
+    # A 20 s heartbeat (JAX's default is 100 s): the survivor aborts sooner, the test takes less.
+    procs = _launch(run, 400, _free_port(), ["--set", "train.ckpt_every=2"], {"ADO_JAX_HEARTBEAT_TIMEOUT": "20"})
     _wait_for_step(run, 4, procs)
     procs[1].send_signal(signal.SIGKILL)
     t_kill = time.monotonic()
