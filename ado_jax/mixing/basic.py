@@ -114,20 +114,13 @@ def weights_for_domains(source: str, domains: tuple[str, ...]) -> np.ndarray:
     ``"domains"``, when present, matched by name, else taken in order)."""
     import json
 
-    from ado_jax.mixing.run_inputs import per_domain
+    from ado_jax.mixing.run_inputs import per_domain, read_records
 
     field = "mixer.weights_from"
-    try:
-        text = storage.read_text(f"{source.rstrip('/')}/metrics.jsonl")
-    except NotADirectoryError:  # a file
-        text = None
-    if text is not None:  # a run directory
-        for line in reversed(text.splitlines()):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            key = next((k for k in rec if k.endswith("_avg_weights")), None) if isinstance(rec, dict) else None
+    records = read_records(source)
+    if records is not None:  # a run directory
+        for rec in reversed(records):
+            key = next((k for k in rec if k.endswith("_avg_weights")), None)
             if key:
                 return check_weights(per_domain(rec[key], domains, field, source), name=f"{field}={source}")
         raise ValueError(f"{field}={source}: that run logged no *_avg_weights (a doge or doremi run has them)")

@@ -11,26 +11,39 @@ import json
 
 import numpy as np
 
-__all__ = ["last_record_with", "per_domain", "per_domain_matrix"]
+__all__ = ["last_record_with", "per_domain", "per_domain_matrix", "read_records"]
+
+
+def read_records(run_dir: str) -> list[dict] | None:
+    """The records of ``run_dir/metrics.jsonl`` (whole lines that are JSON objects), or None when
+    there is no such file (``run_dir`` missing, or a file rather than a directory)."""
+    from ado_jax import storage
+
+    try:
+        text = storage.read_text(f"{str(run_dir).rstrip('/')}/metrics.jsonl")
+    except NotADirectoryError:
+        return None
+    if text is None:
+        return None
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):  # a run still writing may have cut its last line short
+        lines.pop()
+    records = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
 
 
 def last_record_with(run_dir: str, key: str, field: str) -> dict:
     """The last record of ``run_dir/metrics.jsonl`` that has ``key``; ``field`` (the config
     field being resolved, e.g. ``mixer.reference_run``) names the input in the errors."""
-    from ado_jax import storage
-
     path = f"{str(run_dir).rstrip('/')}/metrics.jsonl"
-    text = storage.read_text(path) or ""
-    # Whole lines only (a run still writing may have cut its last one short); the records we read
-    # are flat JSON objects, so a line is skipped only when it is not one.
-    records = []
-    for line in text.splitlines()[:-1] + ([text.splitlines()[-1]] if text.endswith("\n") else []):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and key in rec:
-            records.append(rec)
+    records = [r for r in read_records(run_dir) or [] if key in r]
     if not records:
         raise ValueError(f"{field}={run_dir}: {path} has no record with {key!r} (is it a finished run of "
                          f"ado-jax train{' with train.eval_every > 0' if key == 'eval_loss' else ''}?)")
