@@ -201,3 +201,21 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending saves and releases the checkpoint manager."""
         self.manager.close()
+
+
+def open_run_checkpoint(run_dir: str, step: int | None = None) -> tuple[Checkpointer, int, dict]:
+    """``(Checkpointer, step, stored config)`` of checkpoint ``step`` (default: the latest) of the
+    run in ``run_dir``, for readers of a finished run (export, evaluation); the caller closes the
+    Checkpointer. FileNotFoundError when ``run_dir`` has no checkpoints or no complete one at ``step``."""
+    if not (epath.Path(run_dir) / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no checkpoints/ folder)")
+    ckpt = Checkpointer(f"{run_dir}/checkpoints")
+    try:
+        steps = ckpt.all_steps()
+        step = steps[-1] if step is None and steps else step
+        if step not in steps:
+            raise FileNotFoundError(f"{run_dir}: no complete checkpoint at step {step} (steps: {steps})")
+        return ckpt, step, ckpt.config(step)
+    except BaseException:
+        ckpt.close()
+        raise

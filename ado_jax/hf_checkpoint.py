@@ -308,19 +308,12 @@ def export_run(run_dir: str, out: str, step: int | None = None, force: bool = Fa
     import equinox as eqx
     import jax
 
-    from ado_jax.checkpoint import Checkpointer, _key, is_leaf_array
+    from ado_jax.checkpoint import _key, is_leaf_array, open_run_checkpoint
     from ado_jax.models.llama import Llama
 
     out = _check_out(out, force)  # before reading anything
-    if not (epath.Path(run_dir) / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no checkpoints/ folder)")
-    ckpt = Checkpointer(f"{run_dir}/checkpoints")
+    ckpt, step, stored = open_run_checkpoint(run_dir, step)
     try:
-        steps = ckpt.all_steps()
-        step = steps[-1] if step is None and steps else step
-        if step not in steps:
-            raise FileNotFoundError(f"{run_dir}: no complete checkpoint at step {step} (steps: {steps})")
-        stored = ckpt.config(step)
         names = {f.name for f in dataclasses.fields(ModelConfig)}
         cfg = ModelConfig(**{k: v for k, v in stored["model"].items() if k in names})
         abstract = eqx.filter(eqx.filter_eval_shape(Llama, cfg, jax.random.PRNGKey(0)), is_leaf_array)

@@ -139,20 +139,13 @@ def load_run_model(run_dir: str, step: int | None = None, compute_dtype: str = "
     import equinox as eqx
     import jax
 
-    from ado_jax.checkpoint import Checkpointer, _key, is_leaf_array
+    from ado_jax.checkpoint import _key, is_leaf_array, open_run_checkpoint
     from ado_jax.models.llama import Llama, ModelConfig
 
     if compute_dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"--harness-dtype {compute_dtype!r}: expected float32 | bfloat16 | float16")
-    if not (epath.Path(run_dir) / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no checkpoints/ folder)")
-    ckpt = Checkpointer(f"{run_dir}/checkpoints")
+    ckpt, step, stored = open_run_checkpoint(run_dir, step)
     try:
-        steps = ckpt.all_steps()
-        step = steps[-1] if step is None and steps else step
-        if step not in steps:
-            raise FileNotFoundError(f"{run_dir}: no complete checkpoint at step {step} (steps: {steps})")
-        stored = ckpt.config(step)
         names = {f.name for f in dataclasses.fields(ModelConfig)}
         cfg = ModelConfig(**{**{k: v for k, v in stored["model"].items() if k in names},
                              "compute_dtype": compute_dtype, "remat": "none"})
