@@ -103,33 +103,62 @@ def test_aioli_strict_refuses_and_names_the_budget():
 
 def test_skill_it_estimates_the_graph_in_the_run():
     # A linear loss model: a step on domain j lowers domain i's held-out loss by G[i, j] * loss.
-    d, seg = 3, 2
+    d, seg, sweeps, warm = 3, 2, 2, 3
     g_true = np.array([[0.10, 0.02, 0.00], [0.03, 0.08, 0.01], [0.00, 0.05, 0.12]])
-    mixer = skill_it(None, 40, rounds=4, graph_segment_steps=seg, eta=0.5)
-    sch = skill_it_schedule(d, 40, 4, None, True, seg)
-    assert (sch.graph_steps, sch.rounds, sch.round_steps) == (1 + d * seg, 4, (40 - 7) // 4)
+    mixer = skill_it(None, 40, rounds=4, graph_segment_steps=seg, graph_sweeps=sweeps, graph_warmup_steps=warm,
+                     eta=0.5, seed=3)
+    sch = skill_it_schedule(d, 40, 4, None, True, seg, sweeps=sweeps, warmup_steps=warm)
+    assert (sch.graph_steps, sch.rounds, sch.round_steps) == (warm + sweeps * d * seg, 4, (40 - 15) // 4)
     st = mixer.init(d)
     loss = np.full(d, 4.0)
-    seen_w, starts = [], {}
+    seen_w, drops = [], np.zeros((d, d))
     update = jax.jit(mixer.update)
     for step in range(sch.graph_steps):
         w = np.asarray(st.weights)
         seen_w.append(w)
-        if 1 <= step:
-            j = (step - 1) // seg
-            starts.setdefault(j, loss.copy())
-            loss = loss * (1 - g_true[:, j])  # training on domain j alone
+        if step >= warm:  # the segments: one domain alone, read off the mixture it was given
+            j = int(np.argmax(w))
+            if (step - warm) % seg == 0:
+                start = loss.copy()
+            loss = loss * (1 - g_true[:, j])
+            if (step - warm + 1) % seg == 0:
+                drops[:, j] += (start - loss) / start / sweeps
+        else:
+            loss = loss * (1 - 0.01)  # the warm-up on the prior: a shared drop, not in the graph
         held = loss if bool(st.wants_heldout) else np.full(d, np.nan)
         _, st = update(DomainStats.create(jnp.ones(d), jnp.ones(d), jnp.asarray(step), jnp.asarray(held, jnp.float32))
                        ._replace(heldout_valid=st.wants_heldout), st)
-    for step, w in enumerate(seen_w[1:], start=1):  # the segments train on one domain alone, in order
-        np.testing.assert_array_equal(w, np.eye(d)[(step - 1) // seg])
-    expect = np.stack([(starts[j] - starts[j] * (1 - g_true[:, j]) ** seg) / starts[j] for j in range(d)], axis=1)
+    np.testing.assert_allclose(seen_w[:warm], np.full((warm, d), 1 / d), rtol=1e-6)  # the prior through the warm-up
+    seg_domains = [int(np.argmax(w)) for w in seen_w[warm::seg]]
+    for step, w in enumerate(seen_w[warm:], start=warm):  # then one domain alone a segment
+        np.testing.assert_array_equal(w, np.eye(d)[seg_domains[(step - warm) // seg]])
+    for k in range(sweeps):  # every domain once a sweep, the sweeps in different orders for this seed
+        assert sorted(seg_domains[k * d:(k + 1) * d]) == list(range(d))
+    assert seg_domains != list(range(d)) * sweeps  # not the domain order
+    expect = np.stack([sum((1 - (1 - g_true[:, j]) ** seg) for _ in range(sweeps)) / sweeps for j in range(d)], axis=1)
+    np.testing.assert_allclose(drops, expect, rtol=1e-5)  # the model's own bookkeeping, checked against closed form
     np.testing.assert_allclose(np.asarray(st.graph), expect, rtol=1e-5)
     # Right after the estimation the mixture is Skill-It's first update from the last losses.
     logits = np.log(np.full(d, 1 / d)) + 0.5 * expect.T @ loss
     np.testing.assert_allclose(np.asarray(st.weights), np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
     assert int(st.rounds_done) == 1
+
+
+def test_skill_it_orders_its_segments_by_seed_and_fits_small_budgets():
+    def order(seed):
+        m = skill_it(None, 40, rounds=4, graph_segment_steps=1, graph_sweeps=3, graph_warmup_steps=1, seed=seed)
+        st, out = m.init(4), []
+        for step in range(1 + 3 * 4):
+            out.append(int(np.argmax(st.weights)))
+            _, st = m.update(DomainStats.create(jnp.ones(4), jnp.ones(4), jnp.asarray(step), jnp.full(4, 2.0))
+                             ._replace(heldout_valid=st.wants_heldout), st)
+        return out[1:]
+    assert order(0) == order(0) and order(0) != order(1)
+    # 8 domains in 12 steps: one sweep of one step each after a one-step warm-up, then rounds.
+    sch = skill_it_schedule(8, 12, 10, None, True)
+    assert (sch.warmup_steps, sch.sweeps, sch.segment_steps, sch.graph_steps) == (1, 1, 1, 9)
+    sch = skill_it_schedule(4, 600, 20, None, True)  # the known-answer runs: 60 warm-up steps, 2 x 4 x 7
+    assert (sch.warmup_steps, sch.sweeps, sch.segment_steps, sch.graph_steps) == (60, 2, 7, 116)
 
 
 def test_skill_it_reads_the_graph_of_another_run_by_domain_name(tmp_path):
