@@ -1,6 +1,6 @@
 """The ``ado-jax`` command: ``train`` (or resume) a run, or a synthetic task with ``train --task``;
-``eval`` a run's latest checkpoint on held-out data (or on LM Evaluation Harness tasks:
-``eval --harness``); ``plot`` a run's figures; ``compare`` the final
+``sweep`` K proxy runs over mixtures side by side; ``eval`` a run's latest checkpoint on held-out
+data (or on LM Evaluation Harness tasks: ``eval --harness``); ``plot`` a run's figures; ``compare`` the final
 per-domain eval losses of several runs; ``export`` a checkpoint as a Hugging Face one; ``corpus
 build`` the built-in corpus or ``corpus encode`` your own text folders.
 
@@ -210,6 +210,13 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and RegMix's candidates")
     p.set_defaults(fn=cmd_fit_mixture)
+    from ado_jax.sweep import command as sweep_command
+
+    p = sub.add_parser("sweep", help="train K proxy runs over static mixtures side by side (one vmapped step) and "
+                       "write their results table (results.json/.csv) for fit-mixture",
+                       description=sweep_command.__doc__, formatter_class=fmt)
+    sweep_command.add_args(p)
+    p.set_defaults(fn=sweep_command.sweep_main)
 
     from ado_jax.data import corpus_cli
 

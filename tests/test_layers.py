@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                          "ado_jax.checkpoint", "ado_jax.config", "ado_jax.metric_sinks")),     # its task runs
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
+    ("ado_jax.sweep", (BELOW,)),                     # K proxy runs vmapped in one step; their results table
     ("ado_jax.compare", ("ado_jax.eval_metrics", "ado_jax.run_log", "ado_jax.storage")),
     ("ado_jax.plot", ("ado_jax.compare", "ado_jax.storage")),
     ("ado_jax.cli", (BELOW,)),
