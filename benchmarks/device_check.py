@@ -20,6 +20,11 @@ Sections, each reusing a benchmark script's functions:
             (``mixer_overhead.isolated_update_s``), as a share of the first preset's step.
   heldout   the in-step held-out evaluation (``heldout_cost.time_steps``): a step that never
             evaluates, one that does, one that could but does not.
+  peer      (on accelerators, or with ``--peer``; ``--no-peer`` skips it) MaxText's own decoder and
+            train step beside ours at the first preset's shape and dtype, interleaved in one
+            process (``peer_bench.compare`` with ``maxtext_peer``: MaxText's GPU/TPU config, cuDNN's
+            fused attention for both on GPUs in bfloat16): tokens/s and MFU of each. Needs Python
+            >= 3.12 and the ``peer`` extra; elsewhere the section records why it was skipped.
 
 Writes ``<out-dir>/<backend>/device_check.json`` and ``device_check.md`` (one table per section).
 XLA flags: on GPUs, ``XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true`` lets XLA overlap
@@ -113,6 +118,23 @@ def heldout_section(preset: str, batch: int | None, steps: int) -> dict:
     return row
 
 
+def peer_section(preset: str, batch: int | None, rounds: int, block: int) -> dict:
+    """peer_bench.compare of ours and MaxText at ``preset`` (QK-norm off: MaxText's llama2 has none)."""
+    import peer_bench
+
+    overrides = ["model.qk_norm=false"] + ([f"train.batch_size={batch}"] if batch else [])
+    try:
+        rows, info = peer_bench.compare({preset: (preset, overrides)}, ["maxtext"], rounds, block)
+    except Exception as e:  # keep the other sections' results (MaxText's GPU/TPU path is new here)
+        import traceback
+
+        traceback.print_exc()
+        why = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        rows, info = [{"shape": preset, "codebase": "maxtext", "skipped": why}], {"maxtext": why}
+    print(peer_bench.table(rows), flush=True)
+    return {"peers": info, "rounds": rounds, "block": block, "rows": rows}
+
+
 def markdown(result: dict) -> str:
     """The result as markdown tables, one per section."""
     s = result["setup"]
@@ -144,6 +166,20 @@ def markdown(result: dict) -> str:
             "| preset | held-out sequences | step ms | +eval % | idle cond % |", "|---|---|---|---|---|",
             f"| {h['preset']} | {h['heldout_sequences']} | {h['no_eval_compiled'] * 1e3:.1f} | "
             f"{h['eval_extra_pct']:+.1f} | {h['idle_cond_pct']:+.1f} |", ""]
+    peer = result.get("peer")
+    if peer:
+        out += ["## MaxText's step beside ours (one process, interleaved)", "",
+                "| shape | codebase | batch x seq | dtype | remat | tokens/s (median) | min-max | MFU | ours/this |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in peer["rows"]:
+            if r.get("skipped"):
+                out.append(f"| {r['shape']} | {r['codebase']} | skipped: {r['skipped']} | | | | | | |")
+                continue
+            ratio = f"{r['ours_over_this']:.2f}" if "ours_over_this" in r else ""
+            out.append(f"| {r['shape']} | {r['codebase']} | {r['batch']} x {r['seq_len']} | {r['compute_dtype']} | "
+                       f"{r['remat']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s_min']:.0f}-"
+                       f"{r['tokens_per_s_max']:.0f} | {r['pct_of_peak']:.1f} % | {ratio} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -158,6 +194,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--domains", type=int, nargs="+", default=None, help="fitter and mixer domain counts")
     ap.add_argument("--profile-dir", default=None, help="write a jax.profiler trace of the first preset's "
                     "step benchmark here (view with TensorBoard / Perfetto)")
+    ap.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None, help="time MaxText's step "
+                    "beside ours (default: on accelerators; needs Python >= 3.12 and the peer extra)")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -179,6 +217,8 @@ def main(argv=None) -> dict:
                                  os.path.join(out_dir, "device_check_fitter.json"))
     mixer_rows = mixer_section(domains, step_rows[0]["step_s"])
     held = heldout_section(presets[0], batch.get(presets[0]), 2 if args.smoke else 5)
+    peer = (peer_section(presets[0], batch.get(presets[0]), 2 if args.smoke else 5, 2 if args.smoke else 5)
+            if (accel if args.peer is None else args.peer) else None)
     result = dict(
         setup=dict(backend=backend, device_kind=getattr(dev, "device_kind", dev.platform), device_count=ndev,
                    jax=jax.__version__, python=platform.python_version(), smoke=args.smoke,
@@ -186,7 +226,7 @@ def main(argv=None) -> dict:
                    xla_flags=os.environ.get("XLA_FLAGS", ""), cpu_count=os.cpu_count(),
                    loadavg=os.getloadavg(), total_s=None,
                    note="CPU figures on a shared machine vary with its load" if not accel else ""),
-        step=step_rows, fitter=fit_rows, mixer=mixer_rows, heldout=held)
+        step=step_rows, fitter=fit_rows, mixer=mixer_rows, heldout=held, peer=peer)
     result["setup"]["total_s"] = time.perf_counter() - t_start
     save_json(os.path.join(out_dir, "device_check.json"), result)
     with open(os.path.join(out_dir, "device_check.md"), "w") as f:
