@@ -4,15 +4,19 @@ model, exported with ``ado-jax export --format hf``, on the CPU.
 
     python benchmarks/harness_bench.py [--requests 512] [--d-model 256] [--layers 4] [--bpe-vocab 8192]
 
-About 3 minutes on a quiet 2-core machine with the defaults. Needs lm-eval, torch, transformers,
+About 4 minutes on a quiet 2-core machine with the defaults. Needs lm-eval, torch, transformers,
 accelerate, safetensors and tokenizers (CI's parity step installs them). The requests are
 HellaSwag-shaped ``loglikelihood`` requests (a 150-400 byte context, four 20-80 byte
-continuations each; the byte tokenizer, or with ``--bpe-vocab N`` a BPE of N ids trained on the
-same text, where the output projection weighs more) and, separately, ``loglikelihood_rolling`` over 1-3 KB texts
-(windows of ``max_seq_len`` tokens). Both models compute in float32 and are given the same batch
-size. Ours is timed twice: the first pass includes the compilations (one per bucket length), the
-second is what a long evaluation sees. One run each (the issue asks for one run), interleaved in
-one process; wall time and process CPU time. Results: benchmarks/results/harness_bench.json.
+continuations each, all four with the identical context string, as lm-eval's requests of one
+document are; the byte tokenizer, or with ``--bpe-vocab N`` a BPE of N ids trained on the same
+text, where the output projection weighs more) and, separately, ``loglikelihood_rolling`` over
+1-3 KB texts (windows of ``max_seq_len`` tokens). Both models compute in float32 and are given
+the same batch size. Ours is timed twice: the first pass includes the compilations (one per
+bucket length), the second is what a long evaluation sees. ``ours_unpacked`` is
+``JaxLM(pack=False)`` (one padded row per request, no shared-prefix packing), cold and warm;
+``tokens`` counts the positions each of our two paths runs through the model (real, and padded
+to the batch shapes). One run each (the issue asks for one run), interleaved in one process;
+wall time and process CPU time. Results: benchmarks/results/harness_bench.json.
 """
 
 from __future__ import annotations
@@ -54,6 +58,26 @@ def requests(n: int, rolling: int, seed: int = 0):
             ll.append(Instance("loglikelihood", {}, (context, " " + _text(rng, 20, 80, corpus)), len(ll)))
     roll = [Instance("loglikelihood_rolling", {}, (_text(rng, 1000, 3000, corpus),), i) for i in range(rolling)]
     return ll[:n], roll
+
+
+def token_counts(lm, instances) -> dict:
+    """Positions the model runs for ``instances`` (loglikelihood): packed (``runner.score_packed``)
+    and one row per request (``runner.score``), without and with the padding of the batch shapes."""
+    from ado_jax.harness import batching, packing
+
+    runner, L = lm.runner, lm.max_length
+    pairs = [lm._encode_pair(*r.args) for r in instances]
+    lengths = [len((c + k)[-(L + 1):]) - 1 for c, k in pairs]
+    groups, _, rows = runner.pack(packing.group_requests(pairs, L))
+    padded = lambda ls, buckets=None: sum(T * B for T, B, _ in runner._batches(ls, buckets))
+    assert isinstance(runner, batching.BucketedRunner)
+    out = {"unpacked": {"real": sum(lengths), "padded": padded(lengths), "rows": len(lengths),
+                        "est_flops": runner.cost(lengths)},
+           "packed": {"real": sum(rows), "padded": padded(rows, runner.row_buckets), "rows": len(rows),
+                      "groups": len(groups), "est_flops": runner.cost(rows, runner.row_buckets)}}
+    out["padded_ratio_unpacked_over_packed"] = out["unpacked"]["padded"] / out["packed"]["padded"]
+    out["flops_ratio_unpacked_over_packed"] = out["unpacked"]["est_flops"] / out["packed"]["est_flops"]
+    return out
 
 
 def timed(fn, *args):
@@ -103,11 +127,17 @@ def main() -> None:
         export_run(f"{tmp}/run", f"{tmp}/hf")
         model, tokenizer, _, _ = load_run_model(f"{tmp}/run")
         ours = JaxLM(model, tokenizer, batch_size=args.batch_size)
+        unpacked = JaxLM(model, tokenizer, batch_size=args.batch_size, pack=False)
+        tokens = token_counts(ours, ll)
+        print(f"loglikelihood tokens through the model, padded: {tokens['unpacked']['padded']} one row per request, "
+              f"{tokens['packed']['padded']} packed ({tokens['padded_ratio_unpacked_over_packed']:.2f}x fewer)")
         hf_tok = None if args.bpe_vocab else byte_tokenizer_for_transformers()  # BPE: the export's tokenizer.json
         theirs = HFLM(pretrained=f"{tmp}/hf", tokenizer=hf_tok, device="cpu",
                       dtype="float32", batch_size=args.batch_size)
         rows = {}
         for name, lm, kind, reqs in [("ours_cold", ours, "loglikelihood", ll), ("ours", ours, "loglikelihood", ll),
+                                     ("ours_unpacked_cold", unpacked, "loglikelihood", ll),
+                                     ("ours_unpacked", unpacked, "loglikelihood", ll),
                                      ("hf", theirs, "loglikelihood", ll),
                                      ("ours_cold", ours, "loglikelihood_rolling", roll),
                                      ("ours", ours, "loglikelihood_rolling", roll),
@@ -116,21 +146,28 @@ def main() -> None:
             rows.setdefault(kind, {})[name] = {"requests": len(reqs), "wall_s": wall, "cpu_s": cpu,
                                                "requests_per_s": len(reqs) / wall,
                                                "loglik": [x[0] if isinstance(x, tuple) else x for x in out]}
-            print(f"{kind:22s} {name:10s} {len(reqs) / wall:8.1f} requests/s  (wall {wall:6.1f} s, cpu {cpu:6.1f} s)")
+            print(f"{kind:22s} {name:18s} {len(reqs) / wall:8.1f} requests/s  (wall {wall:6.1f} s, cpu {cpu:6.1f} s)")
     result = {"model": {k: getattr(cfg, k) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len")},
               "tokenizer": tok.kind,
               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "jax": jax.__version__, "torch": torch.__version__,
               "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}}
     for kind, r in rows.items():
-        diff = float(np.max(np.abs(np.subtract(r["ours"]["loglik"], r["hf"]["loglik"]))))
+        max_diff = lambda a, b: float(np.max(np.abs(np.subtract(r[a]["loglik"], r[b]["loglik"]))))
+        diff, packing = max_diff("ours", "hf"), {}
+        if "ours_unpacked" in r:
+            packing = {"tokens": tokens, "max_abs_loglik_diff_packed_unpacked": max_diff("ours", "ours_unpacked"),
+                       "speedup_packed_over_unpacked_warm":
+                       r["ours"]["requests_per_s"] / r["ours_unpacked"]["requests_per_s"]}
         for row in r.values():
             row.pop("loglik")
-        result[kind] = {**r, "speedup_warm": r["ours"]["requests_per_s"] / r["hf"]["requests_per_s"],
+        result[kind] = {**r, **packing, "speedup_warm": r["ours"]["requests_per_s"] / r["hf"]["requests_per_s"],
                         "speedup_cold": r["ours_cold"]["requests_per_s"] / r["hf"]["requests_per_s"],
                         "max_abs_loglik_diff": diff}
         print(f"{kind}: ours / hf = {result[kind]['speedup_warm']:.2f}x warm, {result[kind]['speedup_cold']:.2f}x "
-              f"with compilation; max |loglik diff| {diff:.2g}")
+              f"with compilation; max |loglik diff| {diff:.2g}"
+              + (f"; packed / unpacked {packing['speedup_packed_over_unpacked_warm']:.2f}x warm, max |diff| "
+                 f"{packing['max_abs_loglik_diff_packed_unpacked']:.2g}" if packing else ""))
     save_json(args.out, result)
     print(f"wrote {args.out}")
 

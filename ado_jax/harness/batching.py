@@ -7,7 +7,9 @@ the model's maximum; at most 1.5x the request's length), and every full batch of
 same number of rows; a bucket's last, partial batch is padded to the next power of two of rows;
 only the last quarter of the positions goes through the output projection when no request of the
 batch scores more tokens. So a run compiles at most a few shapes per bucket, whatever its
-requests. The model is causal, so right padding never changes a real position's logits. With a
+requests. The model is causal, so right padding never changes a real position's logits.
+``score_packed`` scores requests that share a context once per context, several contexts per
+row (``ado_jax.harness.packing``); ``JaxLM`` uses it for every log-likelihood request. With a
 mesh, batches are placed with their rows split over the batch axes
 (``ado_jax.sharding.batch_sharding``) and the model keeps its own (FSDP / tensor) sharding; every
 process passes the same requests and reads the same replicated results.
@@ -28,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from ado_jax import sharding
+from ado_jax.harness import packing
 
 
 def bucket_lengths(max_length: int, smallest: int = 64) -> tuple[int, ...]:
@@ -111,17 +114,21 @@ class BucketedRunner:
             raise ValueError(f"batch_size={batch_size}, max_batch_tokens={max_batch_tokens}: must be positive")
         self.model, self.mesh, self.gen_chunk = model, mesh, gen_chunk
         self.buckets = bucket_lengths(max_length)
+        self.row_buckets = bucket_lengths(2 * max_length)  # packed rows (positions stay < max_length)
         self.split = 1 if mesh is None else math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
         self.batch_size = -(-batch_size // self.split) * self.split
         self.max_batch_tokens = max_batch_tokens
         out = None if mesh is None else NamedSharding(mesh, P())
         self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out))
         self._extend = eqx.filter_jit(lambda m, x, n, steps: _extend_batch(m, x, n, steps, out))
+        self._score_packed = eqx.filter_jit(lambda m, *arrays: packing.score_packed_batch(m, *arrays, out))
 
     def rows(self, T: int, needed: int | None = None) -> int:
-        """Rows of a batch of bucket ``T``: a multiple of the batch axes within both limits; for
-        a last batch of ``needed`` requests, the fewest rows of the form (batch axes) x 2^k."""
-        fit = (self.max_batch_tokens // T) // self.split * self.split
+        """Rows of a batch of bucket ``T``: a multiple of the batch axes within both limits (for
+        a packed row longer than ``max_length``, ``B * T * T <= max_batch_tokens * max_length``:
+        its attention logits fit the bound of a batch of ``max_length``); for a last batch of
+        ``needed`` requests, the fewest rows of the form (batch axes) x 2^k."""
+        fit = (self.max_batch_tokens * min(T, self.buckets[-1]) // T // T) // self.split * self.split
         full = max(self.split, min(self.batch_size, fit))
         if needed is None or needed >= full:
             return full
@@ -139,12 +146,18 @@ class BucketedRunner:
         return jax.make_array_from_callback(host.shape, sharding.batch_sharding(self.mesh, host.ndim),
                                             lambda index: host[index])
 
-    def _batches(self, lengths_R: Sequence[int]):
-        """``(T, rows, [request indices])`` per batch: requests grouped by bucket, longest first."""
+    def _put_replicated(self, host: np.ndarray):
+        if self.mesh is None:
+            return jnp.asarray(host)
+        return jax.make_array_from_callback(host.shape, NamedSharding(self.mesh, P()), lambda index: host[index])
+
+    def _batches(self, lengths_R: Sequence[int], buckets: Sequence[int] | None = None):
+        """``(T, rows, [request indices])`` per batch: requests grouped by bucket (of ``buckets``,
+        default ``self.buckets``), longest first."""
         order = sorted(range(len(lengths_R)), key=lambda i: -lengths_R[i])
         by_bucket: dict[int, list[int]] = {}
         for i in order:
-            by_bucket.setdefault(bucket_for(lengths_R[i], self.buckets), []).append(i)
+            by_bucket.setdefault(bucket_for(lengths_R[i], buckets or self.buckets), []).append(i)
         for T in sorted(by_bucket, reverse=True):
             idx, n = by_bucket[T], self.rows(T)
             for start in range(0, len(idx), n):
@@ -177,6 +190,59 @@ class BucketedRunner:
             logprob_R[idx] = np.asarray(lp_BK, np.float64)[:len(idx)].sum(axis=1)
             greedy_R[idx] = np.asarray(greedy_B)[:len(idx)]
             bar.update(len(idx))
+        bar.close()
+        return logprob_R, greedy_R
+
+    def cost(self, lengths: Sequence[int], buckets: Sequence[int] | None = None) -> float:
+        """Estimated forward FLOPs of the batches of sequences of ``lengths`` tokens: every padded
+        position's weight matmuls, plus attention over its whole bucket (XLA computes [T, T])."""
+        c = self.model.cfg
+        HE, KE = c.d_model, c.n_kv_heads * (c.d_model // c.n_heads)
+        matmul = 2 * c.n_layers * (2 * c.d_model * HE + 2 * c.d_model * KE + 3 * c.d_model * c.ff_dim)
+        return float(sum(B * T * (matmul + 4 * c.n_layers * HE * T) for T, B, _ in self._batches(lengths, buckets)))
+
+    def pack(self, groups: Sequence[packing.Group]) -> tuple[list[packing.Group], list[list[int]], list[int]]:
+        """Splits ``groups`` (``packing.split_groups``) and packs them into rows
+        (``packing.pack_rows``) of the length, of ``row_buckets`` and at least the longest
+        request's, with the fewest estimated FLOPs (``cost``): longer rows repeat fewer contexts
+        and waste less padding but attend over more positions.
+        Returns ``(groups, rows: [group indices], row lengths)``."""
+        longest = max((len(g.prefix) + len(b) - 1 for g in groups for _, b, _ in g.members), default=1)
+        best = None
+        for capacity in self.row_buckets[self.row_buckets.index(bucket_for(longest, self.row_buckets)):]:
+            split = packing.split_groups(groups, capacity)
+            lengths_G = packing.group_lengths(split)
+            rows = packing.pack_rows(lengths_G, capacity)
+            row_lengths = [sum(lengths_G[g] for g in row) for row in rows]
+            cost = self.cost(row_lengths, self.row_buckets)
+            if best is None or cost < best[0]:
+                best = (cost, split, rows, row_lengths)
+        return best[1:]
+
+    def score_packed(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False,
+                     desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
+        """Per request ``r``, ``pairs[r] = (context_ids, continuation_ids)``: the summed
+        log-probability of the continuation given the context (``(context + continuation)`` cut to
+        its last ``max_length + 1`` tokens) and whether each of its tokens is the argmax, as
+        ``score([c + k for c, k in pairs], [len(k) for c, k in pairs])`` gives them, but computed
+        once per distinct context, several contexts per row (``packing``).
+
+        Returns ``(logprob_R float64, greedy_R bool)``."""
+        R = len(pairs)
+        logprob_R, greedy_R = np.zeros(R, np.float64), np.ones(R, bool)
+        groups, rows, row_lengths = self.pack(packing.group_requests(pairs, self.buckets[-1]))
+        bar = tqdm(total=R, disable=not progress, desc=desc)
+        for T, B, idx in self._batches(row_lengths, self.row_buckets):
+            tokens, positions, group, segment, row_S, pos_S, target_S, request_S = packing.layout_rows(
+                groups, [rows[i] for i in idx], B, T)
+            S, n = packing.points_bucket(len(row_S)), len(row_S)
+            pad = lambda a: np.concatenate([a, np.zeros(S - n, np.int32)])
+            lp_S, greedy_S = self._score_packed(
+                self.model, *map(self._put, (tokens, positions, group, segment)),
+                *map(self._put_replicated, (pad(row_S), pad(pos_S), pad(target_S))))
+            np.add.at(logprob_R, request_S, np.asarray(lp_S, np.float64)[:n])
+            np.logical_and.at(greedy_R, request_S, np.asarray(greedy_S)[:n])
+            bar.update(len(set(request_S.tolist())))
         bar.close()
         return logprob_R, greedy_R
 

@@ -20,7 +20,10 @@ context's, an empty context is replaced by ``prefix_token_id``, sequences longer
 has one, else its end-of-document id, else (the built-in 256-byte data, which has neither) the
 byte of ``"\\n"``, the separator of the built-in data's files. A tokenizer with a BOS token
 (``--bos-token``, which puts BOS before every training document) gets it before every encoded
-text too. ``JaxLM`` needs lm-eval (``pip install 'ado-jax[harness]'``); the module imports without it.
+text too. Requests that share a context (the choices of a multiple-choice question) are scored
+with that context computed once (``BucketedRunner.score_packed``, ``ado_jax.harness.packing``):
+the same log-likelihoods as one row per request. ``JaxLM`` needs lm-eval
+(``pip install 'ado-jax[harness]'``); the module imports without it.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ class JaxLM(TemplateLM or object):
         is what the exported checkpoint's ``max_position_embeddings`` tells lm-eval's ``hf``).
       max_gen_toks: default cap on generated tokens (a request's ``max_gen_toks`` wins).
       mesh: a ``jax.sharding.Mesh`` to split batches over (None: the default device).
+      pack: score requests that share a context once per context, several per row (the same
+        numbers as ``pack=False``, one padded row per request, with fewer tokens through the model).
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 32, max_length: int | None = None,
-                 max_gen_toks: int = 256, max_batch_tokens: int = 65536, mesh=None):
+                 max_gen_toks: int = 256, max_batch_tokens: int = 65536, mesh=None, pack: bool = True):
         if TemplateLM is None:
             raise ImportError(MISSING)
         super().__init__()
@@ -66,6 +71,7 @@ class JaxLM(TemplateLM or object):
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "
                              f"{model.cfg.vocab_size}: they must come from the same run")
         self.runner = BucketedRunner(model, self._max_length, batch_size, max_batch_tokens, mesh)
+        self.pack = pack
         self.eos_id = getattr(tokenizer, "eos_id", None)
         self.bos_id = getattr(tokenizer, "bos_id", None)
 
@@ -109,16 +115,19 @@ class JaxLM(TemplateLM or object):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """``[(logprob, is_greedy)]`` of ``[((context, continuation), context_ids, continuation_ids)]``."""
-        inputs, scored = [], []
         for (pair, context, continuation) in requests:
             if not context or not continuation:
                 raise ValueError(f"request {pair!r}: empty context or continuation tokens")
             if len(continuation) > self.max_length:
                 raise ValueError(f"request {pair!r}: continuation of {len(continuation)} tokens exceeds "
                                  f"max_length={self.max_length}")
-            inputs.append((context + continuation)[-(self.max_length + 1):])
-            scored.append(len(continuation))
-        logprob_R, greedy_R = self.runner.score(inputs, scored, progress=not disable_tqdm, desc="loglikelihood")
+        if self.pack:
+            logprob_R, greedy_R = self.runner.score_packed([(list(c), list(k)) for _, c, k in requests],
+                                                           progress=not disable_tqdm, desc="loglikelihood")
+        else:
+            inputs = [(list(c) + list(k))[-(self.max_length + 1):] for _, c, k in requests]
+            logprob_R, greedy_R = self.runner.score(inputs, [len(k) for _, _, k in requests],
+                                                    progress=not disable_tqdm, desc="loglikelihood")
         out = []
         for (pair, _, _), lp, greedy in zip(requests, logprob_R.tolist(), greedy_R.tolist()):
             out.append((lp, bool(greedy)))

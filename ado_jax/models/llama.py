@@ -6,6 +6,10 @@ cast to ``compute_dtype`` (bfloat16 by default) for the forward pass; the loss i
 
 Shape names: B batch, T time, N = B*T rows, D d_model, H query heads, K kv heads, E head dim,
 F ff width, V vocab, L layers.
+
+Training calls ``model(tokens_BT)``: positions 0..T-1 and causal attention. The harness
+(ado_jax/harness/packing.py) also passes per-token ``positions_BT`` and an attention mask, to
+score several sequences that share a prefix in one row; neither changes the default path.
 """
 
 from __future__ import annotations
@@ -61,9 +65,10 @@ REMAT_POLICIES = {
 ATTENTION = ("auto", "xla", "cudnn")
 
 
-def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str = "auto") -> Array:
+def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str = "auto", mask_BTT: Array | None = None) -> Array:
     """[B, T, H, E] causal attention by ``jax.nn.dot_product_attention`` (GQA: its K kv heads
-    are broadcast over the H query heads).
+    are broadcast over the H query heads). ``mask_BTT`` (bool, optional): query t may also read
+    key s only where ``mask_BTT[b, t, s]`` (AND-ed with the causal mask).
 
     ``kind``: ``"xla"``; ``"cudnn"`` (the fused cuDNN kernel, GPU and bfloat16/float16 only;
     raises where cuDNN does not support the shapes); ``"auto"``: cuDNN on a GPU backend in
@@ -71,7 +76,9 @@ def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str = "auto") -
     """
     if kind not in ATTENTION:
         raise ValueError(f"model.attention={kind!r}: expected one of {ATTENTION}")
-    attend = lambda impl: jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, is_causal=True, implementation=impl)
+    mask = None if mask_BTT is None else mask_BTT[:, None]  # [B, 1, T, T]: every head
+    attend = lambda impl: jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, mask=mask, is_causal=True,
+                                                       implementation=impl)
     if kind == "auto":
         if jax.default_backend() == "gpu" and q_BTHE.dtype in (jnp.bfloat16, jnp.float16):
             try:
@@ -89,17 +96,23 @@ def rms_norm(x: Array, weight: Array, eps: float) -> Array:
     return (x32 * weight.astype(jnp.float32)).astype(x.dtype)
 
 
-def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
-    """Returns ``(sin, cos)``, each [T, E/2] float32."""
+def rotary_tables(seq_len: int | Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """Returns ``(sin, cos)``: each [T, E/2] float32 for positions 0..T-1 (``seq_len`` = T), or
+    [B, T, E/2] for per-token positions (``seq_len`` an integer array ``positions_BT``)."""
     inv_freq_E = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    angles_TE = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq_E[None, :]
+    pos = jnp.arange(seq_len, dtype=jnp.float32) if isinstance(seq_len, int) else seq_len.astype(jnp.float32)
+    angles_TE = pos[..., None] * inv_freq_E[None, :]
     return jnp.sin(angles_TE), jnp.cos(angles_TE)
 
 
 def apply_rotary(x_BTHE: Array, sin_TE: Array, cos_TE: Array) -> Array:
-    """Rotates pairs (first half, second half) of the head dim by position-dependent angles."""
+    """Rotates pairs (first half, second half) of the head dim by position-dependent angles
+    (``rotary_tables``: [T, E/2] shared by every row, or [B, T, E/2] per row)."""
     x1, x2 = jnp.split(x_BTHE.astype(jnp.float32), 2, axis=-1)
-    sin, cos = sin_TE[None, :, None, :], cos_TE[None, :, None, :]
+    if sin_TE.ndim == 2:
+        sin, cos = sin_TE[None, :, None, :], cos_TE[None, :, None, :]
+    else:
+        sin, cos = sin_TE[:, :, None, :], cos_TE[:, :, None, :]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTHE.dtype)
 
@@ -133,7 +146,8 @@ class Block(eqx.Module):
             q_norm=ones(e), k_norm=ones(e), mlp_norm=ones(d), w_gate=normal(ks[4], (d, f)),
             w_up=normal(ks[5], (d, f)), w_down=normal(ks[6], (f, d), out_std))
 
-    def __call__(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig) -> Array:
+    def __call__(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig,
+                 mask_BTT: Array | None = None) -> Array:
         B, T, D = x_BTD.shape
         E = D // cfg.n_heads
         dt = x_BTD.dtype
@@ -151,7 +165,7 @@ class Block(eqx.Module):
             k_BTKE = rms_norm(k_BTKE, self.k_norm, cfg.norm_eps)
         q_BTHE = apply_rotary(q_BTHE, sin_TE, cos_TE)
         k_BTKE = apply_rotary(k_BTKE, sin_TE, cos_TE)
-        attn_BTHE = attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention)
+        attn_BTHE = attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention, mask_BTT)
         x_BTD = x_BTD + (attn_BTHE.reshape(B * T, D) @ w.wo).reshape(B, T, D)
 
         h_ND = rms_norm(x_BTD, self.mlp_norm, cfg.norm_eps).reshape(B * T, D)
@@ -178,20 +192,25 @@ class Llama(eqx.Module):
         self.unembed = None if cfg.tie_embeddings else (
             cfg.init_std * jax.random.normal(k_out, (cfg.d_model, cfg.vocab_size))).astype(dtype)
 
-    def __call__(self, tokens_BT: Array) -> Array:
-        return self.logits(self.features(tokens_BT))
+    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None) -> Array:
+        return self.logits(self.features(tokens_BT, positions_BT, mask_BTT))
 
-    def features(self, tokens_BT: Array) -> Array:
+    def features(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None) -> Array:
         """The final RMS-normalized residual stream ``[B, T, D]`` (compute dtype) that the output
-        projection reads: ``model(tokens) == model.logits(model.features(tokens))``."""
+        projection reads: ``model(tokens) == model.logits(model.features(tokens))``.
+
+        Optional: ``positions_BT`` (int) the rotary position of each token (default 0..T-1 in
+        every row); ``mask_BTT`` (bool) which keys s each query t may read, AND-ed with the causal
+        mask (default: the causal mask alone)."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.compute_dtype)
         T = tokens_BT.shape[1]
-        sin_TE, cos_TE = rotary_tables(T, cfg.d_model // cfg.n_heads, cfg.rope_theta)
+        sin_TE, cos_TE = rotary_tables(T if positions_BT is None else positions_BT, cfg.d_model // cfg.n_heads,
+                                       cfg.rope_theta)
         x_BTD = jnp.take(self.embed, tokens_BT, axis=0).astype(dt)
 
         def layer(x, block):
-            return block(x, sin_TE, cos_TE, cfg), None
+            return block(x, sin_TE, cos_TE, cfg, mask_BTT), None
 
         policy = REMAT_POLICIES[cfg.remat]
         if cfg.remat != "none":
