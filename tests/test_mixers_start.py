@@ -159,6 +159,8 @@ def test_skill_it_orders_its_segments_by_seed_and_fits_small_budgets():
     assert (sch.warmup_steps, sch.sweeps, sch.segment_steps, sch.graph_steps) == (1, 1, 1, 9)
     sch = skill_it_schedule(4, 600, 20, None, True)  # the known-answer runs: 60 warm-up steps, 2 x 4 x 7
     assert (sch.warmup_steps, sch.sweeps, sch.segment_steps, sch.graph_steps) == (60, 2, 7, 116)
+    assert "steps 60-115 (2 sweep(s) of 7 step(s)" in config_class("skill_it")().describe(np.ones(4), 600)
+    assert config_class("skill_it")(graph_from="RUN").describe(np.ones(4), 600) == ""  # nothing estimated
 
 
 def test_skill_it_reads_the_graph_of_another_run_by_domain_name(tmp_path):

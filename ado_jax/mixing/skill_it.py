@@ -296,7 +296,7 @@ class SkillItConfig(MixerConfig):
 
     def describe(self, sizes_D, total_steps: int | None = None) -> str:
         """Says when the graph is estimated in the run, over which steps."""
-        if self.graph or total_steps is None:
+        if self.graph or self.graph_from or total_steps is None:
             return ""
         sch = skill_it_schedule(len(sizes_D), total_steps, self.rounds, None, True, None, self.graph_fraction,
                                 self.graph_sweeps, None, self.graph_warmup)
