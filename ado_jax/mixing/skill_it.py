@@ -31,8 +31,10 @@ steps. This differs from Skill-It's D separate runs from one checkpoint: a segme
 one before it ended, so segments early in the estimation see larger drops. A fixed order gives that
 bias to the first domains (an earlier version did: on the known-answer ``noise`` suite the first
 domain got 0.6-0.7 of the mixture); random orders over several sweeps spread it over the domains
-and the warm-up shrinks it. Give ``graph`` (or ``mixer.graph_from=RUN``, a graph another run
-estimated) for the paper's.
+and the warm-up shrinks it. The segments also cost the run: training on one domain alone at the
+peak learning rate set the known-answer runs back by 0.06-0.25 nats at the end (docs/results.md).
+Give ``graph`` (or ``mixer.graph_from=RUN``, a graph another run estimated) for the paper's
+separate graph runs.
 """
 
 from __future__ import annotations
