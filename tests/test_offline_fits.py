@@ -99,8 +99,11 @@ def test_targets():
     np.testing.assert_allclose(offline_fits.target_weights(t, "eval_only"), [0, 0, 1])
     np.testing.assert_allclose(offline_fits.target_weights(t, "domain:b"), [0, 1, 0])
     np.testing.assert_allclose(offline_fits.target_weights(t, "all"), [1 / 3] * 3)
+    np.testing.assert_allclose(offline_fits.target_weights(t, "domains:a,held"), [0.5, 0, 0.5])
     with pytest.raises(ValueError, match="domain:NAME"):
         offline_fits.target_weights(t, "domain:nope")
+    with pytest.raises(ValueError, match="domains:NAME,NAME"):
+        offline_fits.target_weights(t, "domains:a,nope")
 
 
 ENV = PowerLawEnv(eps=jnp.array([1.0, 1.5, 0.8]), beta=jnp.array([3.0, 2.0, 2.5]), alpha=jnp.array([0.5, 0.3, 0.4]),

@@ -11,7 +11,8 @@ or a CSV with one row per run and the columns ``weight/<domain>`` and ``loss/<do
 ``fit_mixture`` fits ``"dml"`` (``ado_jax.mixing.dml``), ``"regmix-linear"`` or
 ``"regmix-lgbm"`` (``ado_jax.mixing.regmix``) for a target — ``uniform`` (mean loss of the
 training domains, the Aioli paper's objective), ``natural`` (weighted by ``sizes``), ``all``,
-``eval_only`` (mean of the domains not trained on) or ``domain:NAME`` — reports RegMix's fit
+``eval_only`` (mean of the domains not trained on), ``domain:NAME`` or ``domains:A,B,...`` (the
+mean over those) — reports RegMix's fit
 metrics (Spearman ρ, Pearson r, MSE) from K-fold cross-validation, and predicts the best
 mixture. ``write_weights`` stores it as a JSON that trains directly::
 
@@ -101,7 +102,8 @@ def load_table(path) -> RunTable:
 
 def target_weights(table: RunTable, target: str) -> np.ndarray:
     """[M] weights of the loss columns in the target: ``uniform``, ``natural``, ``all``,
-    ``eval_only`` or ``domain:NAME`` (module doc)."""
+    ``eval_only``, ``domain:NAME`` or ``domains:A,B,...`` (the uniform mean over the named loss
+    columns; module doc)."""
     cols = list(table.eval_domains)
     w = np.zeros(len(cols))
     trained = [c for c in cols if c in table.domains]
@@ -122,9 +124,12 @@ def target_weights(table: RunTable, target: str) -> np.ndarray:
             raise ValueError("target 'eval_only': every loss column is a training domain")
     elif target.startswith("domain:") and target[7:] in cols:
         w[cols.index(target[7:])] = 1.0
+    elif target.startswith("domains:") and target[8:] and all(n in cols for n in target[8:].split(",")):
+        for n in target[8:].split(","):
+            w[cols.index(n)] = 1.0
     else:
-        raise ValueError(f"target {target!r}: expected uniform | natural | all | eval_only | domain:NAME "
-                         f"with NAME one of {cols}")
+        raise ValueError(f"target {target!r}: expected uniform | natural | all | eval_only | domain:NAME | "
+                         f"domains:NAME,NAME,... with names from {cols}")
     return w / w.sum()
 
 
