@@ -38,6 +38,15 @@ Expected behaviour, written before running (checked in docs/results.md):
   is predicted to over-weight noise. DoGE: noise's gradient aligns with nobody's after the
   transient: predicted below 0.25.
 
+Offline arms (issue 28; added after the runs above, fixed here before they ran): one ``ado-jax
+sweep`` per suite, 16 proxies of the same model and steps with RegMix's sampler (seed 0), trained
+from ``train.seed`` 100 (not a scoring seed); ``ado-jax fit-mixture`` fits DML ("dml") and RegMix's
+LightGBM regression ("regmix") to the suite's score (``--target domains:<the 3 real domains>``, or
+``domain:target`` for ``scarce``) on the proxies' final held-out losses, and each arm trains the
+predicted mixture as a static run on the scoring seeds. Expected: both put little weight on
+``noise`` and ``memorize`` (the proxies that gave them weight scored worse), and on ``scarce``
+more than the natural 4 % on the target. The sweep adds about 15 min per suite.
+
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
 ``docs/figures/known_answers_<suite>.png``. Time: about 70-90 s per 600-step run on 2 shared CPU
@@ -67,8 +76,12 @@ ARMS = {  # label -> (mixer, settings); order = table order
     "odm": ("odm", []),
     "skill_it": ("skill_it", []),
     "doge": ("doge", []),
+    "dml": ("static", []),  # weights: fitted from the suite's sweep (offline_weights)
+    "regmix": ("static", []),
     "best_static": ("static", []),  # weights per suite: best_weights()
 }
+OFFLINE = {"dml": "dml", "regmix": "regmix-lgbm"}  # arm -> ado-jax fit-mixture --method
+SWEEP = {"num": 16, "seed": 0, "train_seed": 100}  # the offline arms' proxies: not a scoring seed
 SPECIAL = {"noise": "noise", "memorize": "memorize", "scarce": "target"}
 SCARCE_GRID = (0.04, 0.1, 0.2, 0.3, 0.45)
 SELECT_SEEDS = (100, 101, 102)
@@ -163,6 +176,8 @@ def main() -> None:
             mixer, sets = ARMS[arm]
             if arm == "best_static":
                 sets = [f"mixer.weights={json.dumps(static_weights(suite_dir, special, best_w))}"]
+            elif arm in OFFLINE:
+                sets = [f"mixer.weights_from={offline_weights(args.runs, args.suite, suite_dir, arm, args.steps)}"]
             run(f"{arm}_s{seed}", mixer, sets, seed, res["runs"])
             res["runs"][f"{arm}_s{seed}"]["arm"] = arm
             run_dir = os.path.join(args.runs, args.suite, f"{arm}_s{seed}")
@@ -171,6 +186,32 @@ def main() -> None:
     print(table(res, args.suite))
     plot_weights(os.path.join(args.runs, args.suite), args.suite, [a for a in args.arms], args.seeds,
                  os.path.join(FIGURES, f"known_answers_{args.suite}.png"))
+
+
+def offline_weights(runs: str, suite: str, suite_dir: str, arm: str, steps: int) -> str:
+    """The weights file of an offline arm: the suite's sweep (run once, resumable), then
+    ``ado-jax fit-mixture`` with the arm's method for the suite's score."""
+    sweep_dir = os.path.join(runs, suite, "sweep")
+    if not os.path.exists(os.path.join(sweep_dir, "results.json")):
+        sets = [f"train.seed={SWEEP['train_seed']}", f"train.steps={steps}", f"train.decay_steps={steps}",
+                "train.eval_batches=4", "train.progress=false", "data.source=corpus", f"data.corpus_dir={suite_dir}",
+                "model.vocab_size=0"]
+        cmd = [sys.executable, "-m", "ado_jax.cli", "sweep", "--config", "tiny", "--sweep-dir", sweep_dir,
+               "--sampler", "regmix", "--num", str(SWEEP["num"]), "--seed", str(SWEEP["seed"])]
+        cmd += sum([["--set", x] for x in sets], [])
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    special = SPECIAL[suite]
+    target = f"domain:{special}" if suite == "scarce" else \
+        "domains:" + ",".join(n for n in _names(suite_dir) if n != special)
+    out = os.path.join(runs, suite, f"{arm}_weights.json")
+    if os.path.exists(out):
+        return out
+    cmd = [sys.executable, "-m", "ado_jax.cli", "fit-mixture", os.path.join(sweep_dir, "results.json"),
+           "--method", OFFLINE[arm], "--target", target, "--out", out]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return out
 
 
 def best_weight(res: dict, suite: str) -> float:
