@@ -184,7 +184,8 @@ def main() -> None:
             res["runs"][f"{arm}_s{seed}"]["weight_mid"] = _weight_at(run_dir, special, args.steps // 2)
         save()
     print(table(res, args.suite))
-    plot_weights(os.path.join(args.runs, args.suite), args.suite, [a for a in args.arms], args.seeds,
+    arms_run = [a for a in ARMS if any(r.get("arm") == a for r in res["runs"].values())]  # all, not just --arms
+    plot_weights(os.path.join(args.runs, args.suite), args.suite, arms_run, args.seeds,
                  os.path.join(FIGURES, f"known_answers_{args.suite}.png"))
 
 
