@@ -6,13 +6,15 @@ import json
 import re
 from math import comb
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ado_jax import cli, loop, train
 from ado_jax.config import load_config
-from ado_jax.data.setup import resolve_vocab_size
+from ado_jax.data.setup import resolve_vocab_size, train_stream
 from ado_jax.mixing import offline_fits
 from ado_jax.mixing.basic import StaticConfig
 from ado_jax.sweep import command, proxies, samplers
@@ -75,6 +77,59 @@ def test_proxies_are_sharded_over_the_proxy_axis():
     assert len(leaf.sharding.device_set) == mesh.devices.size
     # same seed, same init: every proxy starts from the same weights
     np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[7]))
+
+
+def _chunked_vs_vmapped(variants):
+    """Two steps of 4 proxies (d_model 32) with each ``(chunk, devices)`` of ``variants`` and with all
+    4 vmapped on one device: the same losses, models and data keys (float rounding only)."""
+    cfg = resolve_vocab_size(_cfg("model.d_model=32", "model.n_heads=2", "model.n_kv_heads=1"))
+    stream = train_stream(cfg)
+    optimizer = train.make_optimizer(cfg.train)
+    mesh1 = proxies.proxy_mesh(4, jax.devices()[:1])
+    init = proxies.init_proxies(cfg.model, optimizer, [0, 1, 2, 3], samplers.dirichlet_mixtures(
+        jax.random.PRNGKey(0), 4, 4), mesh1)
+    out = {}
+    for chunk, ndev in [(0, 1), *variants]:
+        mesh = proxies.proxy_mesh(4, jax.devices()[:ndev])
+        shardings = proxies.state_shardings(init, mesh)
+        arrays, rest = eqx.partition(init, eqx.is_array)
+        state = eqx.combine(jax.tree.map(lambda x, s: jax.device_put(x.copy(), s), arrays, shardings), rest)
+        step = proxies.make_sweep_step(cfg.train, optimizer, mesh, shardings, chunk)
+        for _ in range(2):
+            state, metrics = step(state, stream)
+        out[chunk, ndev] = jax.device_get((metrics, state.model, state.stream_state.key))
+    want = out[0, 1]
+    assert len(set(np.asarray(want[0]["loss"]).round(6))) == 4  # four different proxies
+    for got in list(out.values())[1:]:
+        np.testing.assert_array_equal(got[2], want[2])  # the same data keys: the same batches
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got[:2], want[:2])
+
+
+def test_map_arrays_in_chunks_equals_vmap_arrays():
+    # a toy per-proxy function with a static leaf: every chunking (plain scan, chunks with a
+    # remainder, within 2 device groups) gives vmap's arrays and keeps the static leaf
+    tree = {"w": jnp.arange(24.0).reshape(6, 2, 2), "b": jnp.arange(6.0), "name": "proxy"}
+    fn = lambda t: {"y": t["w"] @ t["w"] + t["b"], "name": t["name"] + "!"}
+    want = proxies.vmap_arrays(fn, tree)
+    for chunk, groups in [(1, 1), (4, 1), (1, 2), (2, 2), (0, 1), (6, 1)]:
+        got = proxies.map_arrays(fn, tree, chunk, groups)
+        assert got["name"] == "proxy!"
+        np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk=-1"):
+        proxies.make_sweep_step(_cfg().train, None, proxies.proxy_mesh(1), None, -1)
+    assert proxies.default_chunk(16, "cpu") == 1 and proxies.default_chunk(16, "gpu") == 16
+
+
+@pytest.mark.slow  # 15-28 s on 2 shared CPU cores (three compilations of the sweep step)
+def test_chunked_step_equals_the_vmapped_step():
+    # chunk 1 (the CPU default: a scan over proxies, each the unbatched program) within each of 2
+    # devices' halves of K
+    _chunked_vs_vmapped([(1, 2)])
+
+
+@pytest.mark.slow  # ~25 s on 2 shared CPU cores: a lax.map with a remainder compiles the step twice
+def test_chunk_with_a_remainder_equals_the_vmapped_step():
+    _chunked_vs_vmapped([(3, 1)])  # lax.map batch_size 3: a vmapped chunk of 3, then the remainder of 1
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_sweep(tmp_path, monkeypatch):
@@ -160,6 +215,7 @@ def test_given_mixtures_by_name_and_order():
     (["--sampler", "given"], [{"python": 1, "klingon": 1}], r"unknown domain\(s\) \['klingon'\]"),
     (["--sampler", "given"], {"domains": ["python", "docs"], "mixtures": [[1, 2, 3]]}, r"mixture 0 \[1, 2, 3\]"),
     (["--set", "train.grad_accum=2"], None, "train.grad_accum=2"),
+    (["--chunk", "-1"], None, "--chunk -1"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, args, rows, message):
     extra = []

@@ -7,7 +7,10 @@ are stacked on a leading ``K`` axis (``ProxyState``), and one ``eqx.filter_jit``
 stream (``ado_jax.data.in_memory.InMemoryDomains.next``) with its own key and weights, takes the
 gradient of its mean sequence loss and applies its own optimizer update. On several devices the
 K axis is sharded over a one-axis mesh (``proxy``), so each device trains its slice of the
-proxies; the token arrays are replicated.
+proxies; the token arrays are replicated. ``chunk`` sets how many proxies a device computes at
+once: on CPU the default is one at a time (a ``lax.scan`` over the proxies inside the same
+jitted step), because all K vmapped is ~1.3x slower there (benchmarks/sweep_bench.py says why);
+on an accelerator all K at once.
 
 Proxy ``k`` computes exactly what ``ado-jax train`` with ``mixer.name=static``,
 ``mixer.weights=mixtures[k]`` and ``train.seed=seeds[k]`` computes (up to float rounding: a
@@ -84,6 +87,43 @@ def vmap_arrays(fn, tree):
     return eqx.combine(out, out_static[-1])
 
 
+def map_arrays(fn, tree, chunk: int, groups: int = 1):
+    """``vmap_arrays(fn, tree)`` computed ``chunk`` proxies at a time: ``jax.lax.map`` over the
+    leading (K) axis with ``batch_size=chunk`` (a ``lax.scan`` over chunks, each chunk vmapped).
+    ``chunk`` >= K (or <= 0) is ``vmap_arrays`` itself. With ``groups`` > 1 (the K axis sharded
+    over that many devices) the K axis is split ``[groups, K / groups]`` and the chunks run within
+    each group, so every device maps over its own slice. The same per-proxy arithmetic as
+    ``vmap_arrays``; only the batching differs (float rounding of a batched dot may)."""
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    k = jax.tree.leaves(arrays)[0].shape[0]
+    if chunk <= 0 or chunk >= k // groups:
+        return vmap_arrays(fn, tree)
+    out_static = []
+
+    def inner(a):
+        out_arrays, s = eqx.partition(fn(eqx.combine(a, static)), eqx.is_array)
+        out_static.append(s)
+        return out_arrays
+
+    # chunk 1: a plain scan over the proxies, each step the ordinary (unbatched) program
+    lmap = (lambda a: jax.lax.map(inner, a)) if chunk == 1 else (lambda a: jax.lax.map(inner, a, batch_size=chunk))
+    if groups == 1:
+        out = lmap(arrays)
+    else:
+        split = jax.tree.map(lambda x: x.reshape(groups, k // groups, *x.shape[1:]), arrays)
+        out = jax.vmap(lmap)(split)
+        out = jax.tree.map(lambda x: x.reshape(k, *x.shape[2:]), out)
+    return eqx.combine(out, out_static[-1])
+
+
+def default_chunk(num_proxies: int, backend: str | None = None) -> int:
+    """The ``chunk`` of ``make_sweep_step`` when none is given: 1 on CPU (one proxy at a time in a
+    scan: all K vmapped at once spills the caches and is ~1.3x slower there at K=16,
+    benchmarks/sweep_bench.py), else all K at once (an accelerator wants the wide batch)."""
+    backend = jax.default_backend() if backend is None else backend
+    return 1 if backend == "cpu" else num_proxies
+
+
 def init_proxies(model_cfg: ModelConfig, optimizer, seeds_K, weights_KD, mesh: Mesh) -> ProxyState:
     """K fresh proxies, initialised directly into their sharded layout on ``mesh``.
 
@@ -121,18 +161,25 @@ def _proxy_step(optimizer, schedule, data, state: ProxyState):
     return ProxyState(model, opt_state, stream_state, state.weights, state.step + 1), metrics
 
 
-def make_sweep_step(train_cfg, optimizer, mesh: Mesh, shardings):
+def make_sweep_step(train_cfg, optimizer, mesh: Mesh, shardings, chunk: int | None = None):
     """The jitted ``step(state, data) -> (state, metrics)`` over all K proxies.
 
     ``data``: the in-memory stream (``InMemoryDomains``), shared by the proxies (its arrays are
-    arguments, not constants); ``shardings``: ``state_shardings(state, mesh)``. Metrics: ``loss``,
-    ``grad_norm``, ``lr``, ``skipped``, each ``[K]``. The state is donated."""
+    arguments, not constants); ``shardings``: ``state_shardings(state, mesh)``; ``chunk``: how
+    many proxies each device computes at once (``map_arrays``; 0 or >= K: all of them, one
+    vmap; None: ``default_chunk``). Metrics: ``loss``, ``grad_norm``, ``lr``, ``skipped``, each
+    ``[K]``. The state is donated."""
     if train_cfg.grad_accum != 1:
         raise ValueError(f"train.grad_accum={train_cfg.grad_accum}: a sweep's proxies take one micro-batch per step "
                          "(set train.grad_accum=1; lower train.batch_size if memory is short)")
+    if chunk is not None and chunk < 0:
+        raise ValueError(f"chunk={chunk}: expected >= 0 (0: all proxies at once)")
     schedule = train.lr_schedule(train_cfg)
+    groups = mesh.devices.size
+
     def step(data, state):  # ``data`` (closed over) is broadcast to every proxy
-        new_state, metrics = vmap_arrays(lambda s: _proxy_step(optimizer, schedule, data, s), state)
+        c = default_chunk(state.step.shape[0]) if chunk is None else chunk
+        new_state, metrics = map_arrays(lambda s: _proxy_step(optimizer, schedule, data, s), state, c, groups)
         return eqx.filter_shard(new_state, shardings), metrics
 
     jitted = eqx.filter_jit(step, donate="all-except-first")  # the state is donated, never the data

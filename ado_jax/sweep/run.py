@@ -103,15 +103,19 @@ def check_inputs(cfg: Config, spec: SweepSpec) -> None:
         raise ValueError(f"train.grad_accum={cfg.train.grad_accum}: a sweep's proxies take one micro-batch per step")
 
 
-def run_sweep(cfg: Config, spec: SweepSpec, sweep_dir: str) -> dict:
+def run_sweep(cfg: Config, spec: SweepSpec, sweep_dir: str, chunk: int | None = None) -> dict:
     """Trains (or resumes) the sweep in ``sweep_dir``; returns the results table (``ado_jax.sweep.table``).
 
     Every proxy runs ``cfg`` (model, optimizer, ``train.steps``, data) with ``mixer.name=static``
     on its own mixture; the held-out losses are those of ``ado-jax train``'s last evaluation
     (``train.eval_batches`` fixed batches per domain, trained and evaluation-only domains).
+    ``chunk``: proxies computed at once per device (``proxies.make_sweep_step``; None: 1 on CPU,
+    all K on an accelerator); it changes speed, not the runs, and may differ on a rerun.
     Raises ValueError for bad input, ``RunStopped`` after Ctrl-C (checkpoint saved),
     ``run_dir.RunDirBusy`` when another process holds the directory."""
     check_inputs(cfg, spec)
+    if chunk is not None and chunk < 0:
+        raise ValueError(f"--chunk {chunk}: expected >= 0 (0: all proxies in one vmap)")
     cfg = data_setup.resolve_vocab_size(cfg)
     validate(cfg)
     path = epath.Path(sweep_dir)
@@ -119,13 +123,13 @@ def run_sweep(cfg: Config, spec: SweepSpec, sweep_dir: str) -> dict:
     lock = run_dirs.RunLock(path)
     ckpt = checkpoint.Checkpointer(str(path / "checkpoints"), cfg.train.keep_ckpts)
     try:
-        return _train(cfg, spec, path, ckpt)
+        return _train(cfg, spec, path, ckpt, chunk)
     finally:
         ckpt.close()
         lock.release()
 
 
-def _train(cfg: Config, spec: SweepSpec, path: epath.Path, ckpt) -> dict:
+def _train(cfg: Config, spec: SweepSpec, path: epath.Path, ckpt, chunk: int | None = None) -> dict:
     stream = data_setup.train_stream(cfg)
     heldout = data_setup.heldout_stream(cfg, with_eval_only=True)
     plan = _plan(cfg, spec, stream.names, stream.sizes(), path)
@@ -137,7 +141,7 @@ def _train(cfg: Config, spec: SweepSpec, path: epath.Path, ckpt) -> dict:
     shardings = proxies.state_shardings(state, mesh)
     if start:
         state, _ = ckpt.restore(state, shardings, start)
-    step_fn = proxies.make_sweep_step(cfg.train, optimizer, mesh, shardings)
+    step_fn = proxies.make_sweep_step(cfg.train, optimizer, mesh, shardings, chunk)
     log = MetricsLog(path, start)
     print(f"{path}: {'resuming sweep from step ' + str(start) if start else 'new sweep'} to step {cfg.train.steps}: "
           f"{k} proxies ({spec.sampler}) over {len(stream.names)} domains, {mesh.devices.size} device(s) "
