@@ -205,7 +205,8 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
                        "predicted best mixture as a weights JSON (train it: --set mixer.weights_from=OUT)")
     p.add_argument("table", metavar="TABLE", help="run table, JSON or CSV (local or gs://): see docs/mixers.md")
     p.add_argument("--method", choices=["dml", "regmix-linear", "regmix-lgbm"], default="dml")
-    p.add_argument("--target", default="uniform", help="uniform | natural | all | eval_only | domain:NAME | domains:A,B,... (the mean over those domains)")
+    p.add_argument("--target", default="uniform", help="uniform | natural | all | eval_only | domain:NAME | "
+                   "domains:A,B,... (the mean over those domains)")
     p.add_argument("--out", required=True, help="the weights JSON to write (local or gs://)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and RegMix's candidates")
