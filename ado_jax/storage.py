@@ -166,6 +166,20 @@ def read_text(path) -> str | None:
         return None
 
 
+def read_json(path, label: str):
+    """The JSON value at ``path`` (local or object store); ValueError starting with ``label``
+    (e.g. ``"--mixtures PATH"``) when there is no such file or it is not JSON."""
+    import json
+
+    text = read_text(path)
+    if text is None:
+        raise ValueError(f"{label}: no such file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{label}: not JSON ({e})") from None
+
+
 def append_text(path, text: str, exists: bool | None = None) -> None:
     """Appends ``text`` to the file at ``path`` (created when absent), uploading only ``text``
     (``append_bytes``)."""

@@ -86,15 +86,7 @@ def read_weights_file(path, num_domains: int | None = None) -> np.ndarray:
     a bare ``[D floats]`` list. ValueError naming the path when it is missing, not JSON, or has
     the wrong number of entries for ``num_domains``.
     """
-    import json
-
-    text = storage.read_text(path)
-    if text is None:
-        raise ValueError(f"mixer.weights_from={path}: no such file")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"mixer.weights_from={path}: not JSON ({e})") from None
+    obj = storage.read_json(path, f"mixer.weights_from={path}")
     weights = obj.get("weights") if isinstance(obj, dict) else obj
     if not isinstance(weights, list):
         raise ValueError(f"mixer.weights_from={path}: expected {{\"weights\": [...]}} or a list of weights")

@@ -48,13 +48,7 @@ def _read_mixtures(path: str) -> list:
     """The rows of a ``--mixtures`` file (``add_args``), as lists or ``{domain: weight}`` dicts."""
     from ado_jax import storage
 
-    text = storage.read_text(path)
-    if text is None:
-        raise ValueError(f"--mixtures {path}: no such file")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--mixtures {path}: not JSON ({e})") from None
+    obj = storage.read_json(path, f"--mixtures {path}")
     if isinstance(obj, dict) and "domains" in obj and "mixtures" in obj:
         names = obj["domains"]
         for k, row in enumerate(obj["mixtures"]):
