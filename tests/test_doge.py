@@ -11,15 +11,21 @@ from ado_jax.mixing import DomainStats, aioli, config_class, doge, mixer_names
 from ado_jax.mixing.base import wants_grad_dot
 
 
-def _oracle(grams, counts, eta, *, exclude_self=False, normalize=False, clip=None, smoothing=0.0, steps=None):
+def _oracle(grams, counts, eta, *, exclude_self=False, normalize=False, clip=None, smoothing=0.0, steps=None,
+            absent="last"):
     """DoGE (arXiv:2310.15393) in float64 numpy: W_j = <g_j, sum_i g_i> (absent domains: g = 0),
-    alpha <- alpha * exp(eta W) / Z, alpha_bar = mean of the alpha^t over the proxy run."""
+    alpha <- alpha * exp(eta W) / Z, alpha_bar = mean of the alpha^t over the proxy run; a domain
+    absent from the batch has g = 0 (absent="zero"), or each pair with an absent domain keeps its
+    last observed <g_i, g_j> (absent="last"; never observed: 0, and a domain never seen is absent)."""
     d = grams[0].shape[0]
-    a, hist = np.full(d, 1.0 / d), []
+    a, hist, last = np.full(d, 1.0 / d), [], np.full((d, d), np.nan)
     for t, (g, n) in enumerate(zip(grams, counts)):
         if steps is not None and t >= steps:
             break
         pres = n > 0
+        if absent == "last":
+            last = np.where(np.outer(pres, pres), g, last)
+            g, pres = np.nan_to_num(last), ~np.isnan(np.diag(last))
         g = np.where(np.outer(pres, pres), g, 0.0)
         w = g.sum(axis=0)
         if exclude_self:
@@ -47,12 +53,13 @@ def _random_grams(steps, d, seed=0):
 
 
 @pytest.mark.parametrize("kw", [{}, {"exclude_self": True, "normalize": True, "clip": (0.0, 5.0)},
-                                {"smoothing": 0.05}])
+                                {"smoothing": 0.05}, {"absent": "zero"}])
 def test_update_matches_numpy_oracle(kw):
     d, steps, eta = 4, 30, 0.05
     grams, counts = _random_grams(steps, d)
     mixer = doge(eta, smoothing=kw.get("smoothing", 0.0), exclude_self=kw.get("exclude_self", False),
-                 normalize_norm=kw.get("normalize", False), score_clip=kw.get("clip"))
+                 normalize_norm=kw.get("normalize", False), score_clip=kw.get("clip"),
+                 absent=kw.get("absent", "last"))
     st = mixer.init(d)
     update = jax.jit(mixer.update)
     for g, n in zip(grams, counts):
@@ -201,3 +208,30 @@ def test_config_builds_and_rejects_a_bad_variant():
     cfg = load_config("tiny", ["mixer.name=doge", "mixer.variant=nope"])
     with pytest.raises(ValueError, match="variant"):
         cfg.mixer.build([1.0, 2.0])
+
+
+@pytest.mark.parametrize("absent", ["last", "zero"])
+def test_an_absent_domain_keeps_its_last_inner_products_instead_of_starving(absent):
+    """Every domain has the same gradient, so DoGE should keep the mixture uniform; domains 1-3
+    are absent from every other batch. Scored 0 when absent they lose weight every other step
+    (the collapse the memorize suite showed); keeping their last inner products keeps them level."""
+    d, g = 4, np.ones((4, 4)) * 2.0
+    mixer = doge(0.1, absent=absent)
+    st, update = mixer.init(d), jax.jit(mixer.update)
+    for t in range(40):
+        n = np.array([4.0, 4.0, 4.0, 4.0]) if t % 2 == 0 else np.array([16.0, 0.0, 0.0, 0.0])
+        _, st = update(DomainStats.create(jnp.zeros(d), n, t, grad_dot=g), st)
+    w = np.asarray(st.weights)
+    if absent == "last":
+        np.testing.assert_allclose(w, np.full(d, 0.25), rtol=1e-5)
+    else:
+        assert w[0] > 0.9  # the trap: 20 steps of eta * (2 - 0) = 0.2 log-units each: e^4 / (e^4 + 3)
+
+
+def test_cli_default_is_the_reference_scale_with_absent_last():
+    from ado_jax.config import load_config
+
+    cfg = load_config("tiny", ["mixer.name=doge"])
+    assert (cfg.mixer.variant, cfg.mixer.absent) == ("reference", "last")
+    with pytest.raises(ValueError, match="absent"):
+        load_config("tiny", ["mixer.name=doge", "mixer.absent=never"]).mixer.build([1.0, 2.0])

@@ -47,6 +47,12 @@ predicted mixture as a static run on the scoring seeds. Expected: both put littl
 ``noise`` and ``memorize`` (the proxies that gave them weight scored worse), and on ``scarce``
 more than the natural 4 % on the target. The sweep adds about 15 min per suite.
 
+DoGE rerun (decided before rerunning, from the mechanism, not the scores): the first ``doge``
+runs collapsed onto one domain on ``memorize`` (absent domains scored 0; raw scores of 50-750 at
+η = 0.01). The fix (``mixer.absent=last``, and the reference code's normalized, clipped scores as
+the CLI default) changed the arm's defaults, so its runs on ``noise`` and ``memorize`` were
+redone with it; the first runs' rows are kept in docs/results.md as "DoGE (before the fix)".
+
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
 ``docs/figures/known_answers_<suite>.png``. Time: about 70-90 s per 600-step run on 2 shared CPU
