@@ -52,6 +52,8 @@ runs collapsed onto one domain on ``memorize`` (absent domains scored 0; raw sco
 η = 0.01). The fix (``mixer.absent=last``, and the reference code's normalized, clipped scores as
 the CLI default) changed the arm's defaults, so its runs on ``noise`` and ``memorize`` were
 redone with it; the first runs' rows are kept in docs/results.md as "DoGE (before the fix)".
+Arm ``doge_paper`` (added with the fix, before any run of it): the same with the paper's raw
+scores (``mixer.variant=paper``, absent domains fixed too), so both forms are reported.
 
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
@@ -82,6 +84,7 @@ ARMS = {  # label -> (mixer, settings); order = table order
     "odm": ("odm", []),
     "skill_it": ("skill_it", []),
     "doge": ("doge", []),
+    "doge_paper": ("doge", ["mixer.variant=paper"]),
     "dml": ("static", []),  # weights: fitted from the suite's sweep (offline_weights)
     "regmix": ("static", []),
     "best_static": ("static", []),  # weights per suite: best_weights()
