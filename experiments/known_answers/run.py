@@ -53,7 +53,11 @@ runs collapsed onto one domain on ``memorize`` (absent domains scored 0; raw sco
 the CLI default) changed the arm's defaults, so its runs on ``noise`` and ``memorize`` were
 redone with it; the first runs' rows are kept in docs/results.md as "DoGE (before the fix)".
 Arm ``doge_paper`` (added with the fix, before any run of it): the same with the paper's raw
-scores (``mixer.variant=paper``, absent domains fixed too), so both forms are reported.
+scores (``mixer.variant=paper``, absent domains fixed too), so both forms are reported. Arm
+``doge_final`` (added after the fixed ``doge`` runs on ``noise``, before any run of it): DoGE's
+own protocol, which the ``doge`` arm (the proxy run, scored as an online mixer) is not: the
+final run trains on the proxy's averaged weights ᾱ (``mixer.weights_from=`` the same seed's
+``doge`` run), as a static mixture.
 
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
@@ -85,11 +89,13 @@ ARMS = {  # label -> (mixer, settings); order = table order
     "skill_it": ("skill_it", []),
     "doge": ("doge", []),
     "doge_paper": ("doge", ["mixer.variant=paper"]),
+    "doge_final": ("static", []),  # weights: the same seed's doge run's doge_avg_weights (PROXY)
     "dml": ("static", []),  # weights: fitted from the suite's sweep (offline_weights)
     "regmix": ("static", []),
     "best_static": ("static", []),  # weights per suite: best_weights()
 }
 OFFLINE = {"dml": "dml", "regmix": "regmix-lgbm"}  # arm -> ado-jax fit-mixture --method
+PROXY = {"doge_final": "doge"}  # arm -> the arm whose run is its proxy (DoGE's final run: static ᾱ)
 SWEEP = {"num": 16, "seed": 0, "train_seed": 100}  # the offline arms' proxies: not a scoring seed
 SPECIAL = {"noise": "noise", "memorize": "memorize", "scarce": "target"}
 SCARCE_GRID = (0.04, 0.1, 0.2, 0.3, 0.45)
@@ -185,6 +191,9 @@ def main() -> None:
             mixer, sets = ARMS[arm]
             if arm == "best_static":
                 sets = [f"mixer.weights={json.dumps(static_weights(suite_dir, special, best_w))}"]
+            elif arm in PROXY:  # the proxy arm comes earlier in ARMS, so its run of this seed is done
+                proxy_dir = os.path.join(args.runs, args.suite, f"{PROXY[arm]}_s{seed}")
+                sets = [f"mixer.weights_from={proxy_dir}"]
             elif arm in OFFLINE:
                 sets = [f"mixer.weights_from={offline_weights(args.runs, args.suite, suite_dir, arm, args.steps)}"]
             run(f"{arm}_s{seed}", mixer, sets, seed, res["runs"])
