@@ -117,3 +117,20 @@ def test_harness_every_scores_the_training_model_into_metrics(tmp_path, monkeypa
     assert [r["step"] for r in records] == [3, 5]
     assert all(0 <= r["harness"]["ado_tiny_mc"]["acc"] <= 1 and r["harness_samples"] == {"ado_tiny_mc": 4}
                for r in records)
+
+
+def test_ado_table1_names_lm_eval_tasks_our_adapter_scores():
+    """Offline: the seven names of the ``ado-table1`` suite are tasks in the installed lm-eval's
+    index (read from its YAMLs, no download), each scored by log-likelihood (multiple choice or
+    LAMBADA's last word), which the adapter computes."""
+    from lm_eval.tasks import TaskManager
+
+    from ado_jax.harness.run import SUITES
+
+    manager = TaskManager()
+    suite = SUITES["ado-table1"]
+    assert [t for t in suite if t not in manager.all_tasks] == []
+    for task in suite:
+        cfg = getattr(manager.task_index[task], "cfg", None)  # lm-eval >= 0.4.10 keeps the YAML here
+        if isinstance(cfg, dict):
+            assert cfg.get("output_type") in ("multiple_choice", "loglikelihood"), (task, cfg.get("output_type"))
