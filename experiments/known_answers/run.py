@@ -292,21 +292,24 @@ def plot_weights(runs: str, suite: str, arms: list[str], seeds: list[int], path:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    for arm in arms:
+    colors = plt.get_cmap("tab20").colors  # 14 arms: tab10 would repeat colours
+    for i, arm in enumerate(arms):
         series = [weight_series(os.path.join(runs, f"{arm}_s{s}"), SPECIAL[suite]) for s in seeds
                   if os.path.exists(os.path.join(runs, f"{arm}_s{s}", "metrics.jsonl"))]
         if not series:
             continue
         n = min(len(s[0]) for s in series)
         w = np.array([s[1][:n] for s in series])
-        ax.plot(series[0][0][:n], w.mean(0), label=arm)
-        ax.fill_between(series[0][0][:n], w.min(0), w.max(0), alpha=0.15)
+        fixed = ARMS[arm][0] in ("static", "balanced", "natural")  # dashed: a mixture that does not move
+        ax.plot(series[0][0][:n], w.mean(0), label=arm, color=colors[i % len(colors)], ls="--" if fixed else "-")
+        ax.fill_between(series[0][0][:n], w.min(0), w.max(0), alpha=0.15, color=colors[i % len(colors)])
     ax.axhline(0.25, color="k", lw=0.6, ls=":")
     ax.axhline(0.125, color="k", lw=0.6, ls="--")
     ax.set_xlabel("step")
     ax.set_ylabel(f"weight on {SPECIAL[suite]}")
     ax.set_title(f"suite '{suite}': weight on the special domain (mean of the seeds, band min-max;\n"
-                 "dotted: the stratified share, dashed: half of it)", fontsize=9)
+                 "thin dotted: the stratified share, thin dashed: half of it; dashed lines: fixed mixtures)",
+                 fontsize=9)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
