@@ -156,9 +156,9 @@ def _domain_grads(params, static, batch: dict, grad_accum: int, num_domains: int
     products ``<g_i, g_j>`` of the per-domain mean gradients ``g_i`` (mean over domain i's
     sequences of the batch; 0 for a domain absent from it), for ``DomainStats.grad_dot`` (DoGE).
 
-    One forward pass per micro-batch and D + 1 backward passes, all from one ``jax.vjp``: row i
-    of the cotangents selects domain i's sequences, row D is the batch mean (the update's
-    gradient). Memory: D + 1 gradient-sized buffers."""
+    One forward pass per micro-batch and D + 1 backward passes, all from one ``jax.vjp`` mapped
+    over the cotangent rows (``lax.map``): row i selects domain i's sequences, row D is the batch
+    mean (the update's gradient). Memory: D + 1 gradient-sized buffers."""
     size = batch["inputs"].shape[0]
 
     def per_micro(p, mb):
@@ -166,7 +166,11 @@ def _domain_grads(params, static, batch: dict, grad_accum: int, num_domains: int
         loss_b, vjp = jax.vjp(loss_fn, p)
         onehot_Db = jax.nn.one_hot(mb["domain"], num_domains, dtype=loss_b.dtype, axis=0)
         cot = jnp.concatenate([onehot_Db, jnp.full((1, loss_b.shape[0]), 1.0 / size, loss_b.dtype)])
-        return loss_b, jax.vmap(vjp)(cot)[0]
+        # lax.map, not vmap: jax.vmap of this vjp gave wrong rows (batch-mean gradient norm 0.34
+        # instead of 0.17 for a [16, 64] batch of a 1-layer Llama, jax 0.10.2 on CPU; right at
+        # [12, 64] and [16, 32]), so DoGE's proxy trained on a wrong gradient. tests/test_doge.py
+        # checks that shape. Same FLOPs; the D + 1 backward passes run one after another.
+        return loss_b, jax.lax.map(lambda row: vjp(row)[0], cot)
 
     if grad_accum == 1:
         loss_B, sums = per_micro(params, batch)

@@ -162,6 +162,15 @@ def test_step_gradients_match_per_domain_gradients_taken_one_domain_at_a_time(gr
     _check_domain_grads(model, batch, grad_accum, _grad_dot_oracle(model, batch, 3))
 
 
+def test_domain_gradients_are_right_at_a_batch_shape_where_vmap_of_the_vjp_was_wrong():
+    """[16, 64] batches (the known-answer runs' shape): jax.vmap over the vjp's cotangent rows
+    gave a batch-mean gradient of twice the norm here (while [12, 64] and [16, 32] were right),
+    and DoGE's proxy runs trained on it; the rows are now mapped one at a time."""
+    model, batch = _tiny_model_and_batch(b=16, t=64)
+    batch["domain"] = jnp.asarray(np.arange(16) % 3 * (np.arange(16) % 3 != 1), jnp.int32)  # domain 1 absent
+    _check_domain_grads(model, batch, 1, _grad_dot_oracle(model, batch, 3))
+
+
 def _check_domain_grads(model, batch, grad_accum, want):
     from ado_jax import train
 
@@ -228,10 +237,10 @@ def test_an_absent_domain_keeps_its_last_inner_products_instead_of_starving(abse
         assert w[0] > 0.9  # the trap: 20 steps of eta * (2 - 0) = 0.2 log-units each: e^4 / (e^4 + 3)
 
 
-def test_cli_default_is_the_reference_scale_with_absent_last():
+def test_cli_default_is_the_papers_scores_with_absent_last():
     from ado_jax.config import load_config
 
     cfg = load_config("tiny", ["mixer.name=doge"])
-    assert (cfg.mixer.variant, cfg.mixer.absent) == ("reference", "last")
+    assert (cfg.mixer.variant, cfg.mixer.absent) == ("paper", "last")
     with pytest.raises(ValueError, match="absent"):
         load_config("tiny", ["mixer.name=doge", "mixer.absent=never"]).mixer.build([1.0, 2.0])

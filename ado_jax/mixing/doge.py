@@ -36,12 +36,7 @@ The DoGE reference code (github.com/Olivia-fsm/DoGE, ``src/trainer.py``) differs
 its choices are options (``variant="reference"`` turns on all three): it drops the ``<g_j, g_j>``
 term when the targets are the training domains (``exclude_self``), divides W by the mean
 per-domain gradient norm (``normalize``) and clips the result to ``[0, 5]`` (``score_clip``).
-The library function ``doge`` defaults to the paper's form. The CLI's ``mixer.variant``
-defaults to ``reference``, a departure from the paper made on evidence: the paper's raw
-``W`` scales as a squared gradient norm, which went from 5 to 750 within the first 16 steps of
-the ``tiny`` model, so no fixed η suits it (at η = 0.01 one step moved a log-weight by up to
-7); the reference's normalization and clip bound a step to ``5 η``. ``mixer.variant=paper``
-gives the paper's form.
+Both the library function ``doge`` and the CLI's ``mixer.variant`` default to the paper's form.
 """
 
 from __future__ import annotations
@@ -208,9 +203,9 @@ class DoGEConfig(MixerConfig):
     smoothing: float = option(0.0, "weight of the uniform mixture mixed in each step")
     steps: int = option(0, "proxy-run length: freeze the weights and stop computing per-domain gradients after "
                            "this many steps (0: the whole run)")
-    variant: str = option("reference", "reference (drop <g_j, g_j>, divide by the mean gradient norm, clip to "
-                                       "[0, 5], as the DoGE code does: a step moves a log-weight by at most "
-                                       "5 eta) | paper (raw scores, whose scale is a squared gradient norm)")
+    variant: str = option("paper", "paper (raw scores W) | reference (drop <g_j, g_j>, divide by the mean "
+                                   "gradient norm, clip to [0, 5], as the DoGE code does: a step moves a "
+                                   "log-weight by at most 5 eta)")
     absent: str = option("last", "a domain absent from the batch: last (its gradient inner products keep their "
                                  "last values, as the DoGE code keeps skipped domains' gradients) | zero "
                                  "(gradient 0: starves it)")

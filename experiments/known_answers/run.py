@@ -47,17 +47,14 @@ predicted mixture as a static run on the scoring seeds. Expected: both put littl
 ``noise`` and ``memorize`` (the proxies that gave them weight scored worse), and on ``scarce``
 more than the natural 4 % on the target. The sweep adds about 15 min per suite.
 
-DoGE rerun (decided before rerunning, from the mechanism, not the scores): the first ``doge``
-runs collapsed onto one domain on ``memorize`` (absent domains scored 0; raw scores of 50-750 at
-η = 0.01). The fix (``mixer.absent=last``, and the reference code's normalized, clipped scores as
-the CLI default) changed the arm's defaults, so its runs on ``noise`` and ``memorize`` were
-redone with it; the first runs' rows are kept in docs/results.md as "DoGE (before the fix)".
-Arm ``doge_paper`` (added with the fix, before any run of it): the same with the paper's raw
-scores (``mixer.variant=paper``, absent domains fixed too), so both forms are reported. Arm
-``doge_final`` (added after the fixed ``doge`` runs on ``noise``, before any run of it): DoGE's
-own protocol, which the ``doge`` arm (the proxy run, scored as an online mixer) is not: the
-final run trains on the proxy's averaged weights ᾱ (``mixer.weights_from=`` the same seed's
-``doge`` run), as a static mixture.
+DoGE, redone: every DoGE run before commit "train: per-domain gradients by lax.map" trained on
+a wrong gradient (``jax.vmap`` over the vjp's cotangent rows gave a wrong batch-mean gradient at
+the [16, 64] batch shape), so all its rows were dropped and rerun with the fixed step, with the
+absent-domain fix (``mixer.absent=last``) and the paper's raw scores as the default (decided
+before the rerun). Arms, fixed before they ran: ``doge`` (the proxy run, scored as an online
+mixer), ``doge_reference`` (the DoGE code's normalized, clipped scores) and ``doge_final``
+(DoGE's own protocol: the final run trains on the proxy's averaged weights ᾱ,
+``mixer.weights_from=`` the same seed's ``doge`` run, as a static mixture).
 
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
@@ -88,7 +85,7 @@ ARMS = {  # label -> (mixer, settings); order = table order
     "odm": ("odm", []),
     "skill_it": ("skill_it", []),
     "doge": ("doge", []),
-    "doge_paper": ("doge", ["mixer.variant=paper"]),
+    "doge_reference": ("doge", ["mixer.variant=reference"]),
     "doge_final": ("static", []),  # weights: the same seed's doge run's doge_avg_weights (PROXY)
     "dml": ("static", []),  # weights: fitted from the suite's sweep (offline_weights)
     "regmix": ("static", []),
