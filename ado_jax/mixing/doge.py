@@ -21,15 +21,15 @@ universal-generalization setting, as the DoGE reference code does); the train st
 (``ado_jax.train``) computes ``DomainStats.grad_dot[i, j] = <g_i, g_j>`` because the state asks
 (``wants_grad_dot``).
 
-Differences from DoGE: it reweights the loss of each step by α^{t+1}; here the batch is
-*sampled* with α^t (equal in expectation, Aioli Lemma 3), so the weights lag one step, and a
-domain can be absent from a batch. DoGE sees every domain every step; an absent domain has no
-gradient, and scoring it ``W = 0`` while every present domain scores ``≥ |g_j|² > 0`` takes
-weight from it every step it is absent, the rich-get-richer trap DoReMi had. So with ``absent="last"`` (the default) each inner product ``<g_i, g_j>`` of a pair with
-an absent domain keeps its last observed value (``state.gram``), as the reference code keeps
-the last gradient of each domain it did not update in an iteration (``flat_grad_mat`` with its
-``domain_update_per_iter``) and scores the target sum with it; ``absent="zero"`` is the earlier
-behaviour (absent: ``g = 0``).
+Differences from DoGE: it reweights the loss of each step by α^{t+1}; here the batch is *sampled*
+with α^t (equal in expectation, Aioli Lemma 3), so the weights lag one step, and a domain can be
+absent from a batch. DoGE sees every domain every step; an absent domain has no gradient, and
+scoring it ``W = 0`` while every present domain scores ``≥ |g_j|² > 0`` takes weight from it every
+step it is absent, the rich-get-richer trap DoReMi had. So with ``absent="last"`` (the default)
+each inner product ``<g_i, g_j>`` of a pair with an absent domain keeps its last observed value
+(``state.gram``), as the reference code keeps the last gradient of each domain it did not update in
+an iteration (``flat_grad_mat`` with its ``domain_update_per_iter``) and scores the target sum with
+it; ``absent="zero"`` is the earlier behaviour (absent: ``g = 0``).
 
 The DoGE reference code (github.com/Olivia-fsm/DoGE, ``src/trainer.py``) differs from the paper;
 its choices are options (``variant="reference"`` turns on all three): it drops the ``<g_j, g_j>``
