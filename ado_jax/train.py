@@ -169,7 +169,8 @@ def _domain_grads(params, static, batch: dict, grad_accum: int, num_domains: int
         # lax.map, not vmap: jax.vmap of this vjp gave wrong rows (batch-mean gradient norm 0.34
         # instead of 0.17 for a [16, 64] batch of a 1-layer Llama, jax 0.10.2 on CPU; right at
         # [12, 64] and [16, 32]), so DoGE's proxy trained on a wrong gradient. tests/test_doge.py
-        # checks that shape. Same FLOPs; the D + 1 backward passes run one after another.
+        # checks that shape; experiments/jax_repro/vmap_vjp_rows.py reproduces it without ado_jax.
+        # Same FLOPs; the D + 1 backward passes run one after another.
         return loss_b, jax.lax.map(lambda row: vjp(row)[0], cot)
 
     if grad_accum == 1:

@@ -222,8 +222,8 @@ def test_config_builds_and_rejects_a_bad_variant():
 @pytest.mark.parametrize("absent", ["last", "zero"])
 def test_an_absent_domain_keeps_its_last_inner_products_instead_of_starving(absent):
     """Every domain has the same gradient, so DoGE should keep the mixture uniform; domains 1-3
-    are absent from every other batch. Scored 0 when absent they lose weight every other step
-    (the collapse the memorize suite showed); keeping their last inner products keeps them level."""
+    are absent from every other batch. Scored 0 when absent they lose weight every other step (the
+    rich-get-richer trap); keeping their last inner products keeps them level."""
     d, g = 4, np.ones((4, 4)) * 2.0
     mixer = doge(0.1, absent=absent)
     st, update = mixer.init(d), jax.jit(mixer.update)

@@ -60,7 +60,7 @@ class DoGEState(NamedTuple):
     step: [] int32 updates done; updates: [] int32 updates that changed the weights (finite
     gradients); wants_grad_dot: [] bool, whether the next update needs ``stats.grad_dot``;
     gram: [D, D] the last observed ``<g_i, g_j>`` of each pair (NaN before both were in one
-    batch; used with ``absent="last"``)."""
+    batch; scored with when ``absent="last"``)."""
 
     weights: Array
     avg_weights: Array
@@ -159,15 +159,17 @@ def doge(eta: float | Callable = 0.01, *, prior=None, targets=None, smoothing: f
                              "DomainStats.create(..., grad_dot=...)")
         d = st.weights.shape[0]
         t_D = jnp.ones((d,), jnp.float32) if targets_D is None else jnp.asarray(targets_D)
-        gram_DD, count_D = jnp.asarray(stats.grad_dot, jnp.float32), stats.count
+        batch_DD, count_D = jnp.asarray(stats.grad_dot, jnp.float32), stats.count
         pair_DD = (count_D > 0)[:, None] & (count_D > 0)[None, :]
-        finite = jnp.all(jnp.isfinite(jnp.where(pair_DD, gram_DD, 0.0)))
-        if absent == "last":  # pairs with an absent domain: their last observed inner product
-            gram_DD = jnp.where(pair_DD, gram_DD, st.gram)
-            count_D = jnp.where(jnp.isnan(jnp.diag(gram_DD)), 0.0, 1.0)  # seen at least once
-            gram_DD = jnp.where(jnp.isnan(gram_DD), 0.0, gram_DD)
-        score_D = doge_scores(gram_DD, count_D, t_D, exclude_self=exclude_self, normalize_norm=normalize_norm,
-                              score_clip=score_clip)
+        finite = jnp.all(jnp.isfinite(jnp.where(pair_DD, batch_DD, 0.0)))
+        last_DD = jnp.where(pair_DD, batch_DD, st.gram)  # each pair's last observed inner product
+        if absent == "last":  # score with last_DD; a domain never seen yet counts as absent
+            count_D = jnp.where(jnp.isnan(jnp.diag(last_DD)), 0.0, 1.0)
+            score_D = doge_scores(jnp.nan_to_num(last_DD), count_D, t_D, exclude_self=exclude_self,
+                                  normalize_norm=normalize_norm, score_clip=score_clip)
+        else:
+            score_D = doge_scores(batch_DD, count_D, t_D, exclude_self=exclude_self, normalize_norm=normalize_norm,
+                                  score_clip=score_clip)
         step_size = eta(st.step) if callable(eta) else eta
         new_w = jax.nn.softmax(jnp.log(jnp.maximum(st.weights, 1e-30)) + step_size * score_D)
         new_w = (1.0 - smoothing) * new_w + smoothing / d
@@ -176,11 +178,8 @@ def doge(eta: float | Callable = 0.01, *, prior=None, targets=None, smoothing: f
         step = st.step + 1
         in_run = st.wants_grad_dot  # the proxy run: the steps whose weights DoGE averages
         avg = jnp.where(in_run, st.avg_weights + (w - st.avg_weights) / step.astype(jnp.float32), st.avg_weights)
-        gram = st.gram
-        if absent == "last":
-            gram = jnp.where(ok & pair_DD, jnp.asarray(stats.grad_dot, jnp.float32), st.gram)
         return w, DoGEState(w, avg, jnp.where(ok, score_D, st.score), step, st.updates + ok.astype(jnp.int32),
-                            wants(step), gram)
+                            wants(step), jnp.where(ok, last_DD, st.gram))
 
     return Mixer(init, update, doge_metrics)
 
