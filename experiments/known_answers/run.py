@@ -58,8 +58,9 @@ mixer), ``doge_reference`` (the DoGE code's normalized, clipped scores) and ``do
 
 Results merge into ``results.json`` beside this file (rewritten atomically after every run;
 finished runs are skipped, so a rerun resumes); the figure goes to
-``docs/figures/known_answers_<suite>.png``. Time: about 70-90 s per 600-step run on 2 shared CPU
-cores (DoReMi twice that: its reference run), so ~75 min for one suite's 10 arms x 5 seeds.
+``docs/figures/known_answers_<suite>.png``. Time, measured: 25-90 s per 600-step run on 2 CPU cores
+(DoReMi twice that: its reference run; a DoGE proxy ~80 s); the whole ``scarce`` suite (grid, sweep,
+14 arms x 5 seeds) took 50 min on a quiet machine, and the three DoGE arms 12.5 min per suite.
 """
 
 from __future__ import annotations
