@@ -6,7 +6,10 @@
 should give, in its batch-mean row, the gradient of the mean loss. For a one-layer model
 (embedding, RMSNorm, single-head causal attention, tied unembedding) at a [16, 64] batch it does
 not when the RMSNorm feeds an attention that also has RoPE or uses ``jax.nn.dot_product_attention``
-(maximum error 0.14-0.27; each piece alone is right to 1e-8). Seen with jax 0.10.2 on CPU.
+(maximum error 0.14-0.27; each piece alone is right to 1e-8). Bisected on CPU (Python 3.11): wrong
+with jaxlib 0.10.2; right (errors below 3e-8) with jaxlib 0.10.1 (under jax 0.10.1 and under jax
+0.10.2) and jaxlib 0.9.2: a regression of jaxlib 0.10.2 (XLA), not of jax's Python side.
+``REPORT.md`` beside this file is the upstream report, ready to file.
 ``ado_jax.train._domain_grads`` therefore maps the rows one at a time (``lax.map``). Prints the
 maximum absolute error of the batch-mean row per combination of pieces.
 """
@@ -62,7 +65,7 @@ def max_error(parts, B=16, T=64, d=16, V=32, D=4):
 
 
 if __name__ == "__main__":
-    print(f"jax {jax.__version__}, {jax.default_backend()}")
+    print(f"jax {jax.__version__}, jaxlib {jax.lib.__version__}, {jax.default_backend()}")
     for r in (1, 2):
         for parts in itertools.combinations(("norm", "rope", "dpa", "mlp"), r):
             print(f"{'+'.join(parts):10s} max error of the batch-mean row: {max_error(parts):.3g}", flush=True)
