@@ -167,9 +167,9 @@ def _domain_grads(params, static, batch: dict, grad_accum: int, num_domains: int
         onehot_Db = jax.nn.one_hot(mb["domain"], num_domains, dtype=loss_b.dtype, axis=0)
         cot = jnp.concatenate([onehot_Db, jnp.full((1, loss_b.shape[0]), 1.0 / size, loss_b.dtype)])
         # lax.map, not vmap: jax.vmap of this vjp gave wrong rows (batch-mean gradient norm 0.34
-        # instead of 0.17 for a [16, 64] batch of a 1-layer Llama, jax 0.10.2 on CPU; right at
-        # [12, 64] and [16, 32]), so DoGE's proxy trained on a wrong gradient. tests/test_doge.py
-        # checks that shape; experiments/jax_repro/vmap_vjp_rows.py reproduces it without ado_jax.
+        # instead of 0.17 for a [16, 64] batch of a 1-layer Llama; right at [12, 64] and [16, 32]),
+        # so DoGE's proxy trained on a wrong gradient. A regression of jaxlib 0.10.2 on CPU (0.10.1
+        # is right): experiments/jax_repro/ reproduces it without ado_jax; tests/test_doge.py pins it.
         # Same FLOPs; the D + 1 backward passes run one after another.
         return loss_b, jax.lax.map(lambda row: vjp(row)[0], cot)
 

@@ -36,10 +36,12 @@ natural, ADO and Aioli behind docs/results.md took 60 min. ``ado_uniform`` is an
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -53,7 +55,15 @@ ARMS = {
     "ado": ("ado", ADO),
     "ado_uniform": ("ado", [*ADO, "mixer.prior=uniform"]),
     "aioli": ("aioli", ["mixer.rounds=20", "mixer.sweeps=4", "mixer.delta=0.288"]),
+    "doge": ("doge", []),  # DoGE's proxy run (Aioli Table 12: eta 0.01, our default)
+    "doge_final": ("static", []),  # DoGE's final run: the same seed's doge run's averaged weights
+    "dml": ("static", []),  # the mixture DML predicts from the sweep
+    "regmix": ("static", []),  # the mixture RegMix's linear regression predicts from the sweep
 }
+DEFAULT_ARMS = [a for a in ARMS if a != "ado_uniform"]
+PROXY = {"doge_final": "doge"}  # arm -> the arm whose run gives its weights (mixer.weights_from=RUN)
+OFFLINE = {"dml": "dml", "regmix": "regmix-linear"}  # arm -> ado-jax fit-mixture --method
+SWEEP = {"sampler": "grid", "resolution": 3, "train_seed": 100}  # 10 mixtures: Aioli's 10 full runs
 AGGREGATES = ("eval_loss_mean", "eval_ppl_mean", "eval_loss_natural", "eval_loss_ood")
 
 
@@ -70,32 +80,87 @@ def final_eval(run_dir: str) -> dict | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
+    p.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS), metavar="ARM")
     p.add_argument("--steps", type=int, default=2500, help="steps per run (the schedules above assume 2500)")
     p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories go")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once (2 on 2 CPU cores: 1.33x the throughput of 1, measured)")
     args = p.parse_args()
     out = os.path.join(HERE, "results.json")
     results = json.load(open(out))["runs"] if os.path.exists(out) else {}
-    for seed in args.seeds:
-        for arm in args.arms:
-            key, run_dir = f"{arm}_s{seed}", os.path.join(args.runs, f"{arm}_s{seed}")
-            done = results.get(key)
-            if done and done["step"] == args.steps:
-                continue
-            mixer, sets = ARMS[arm]
-            sets = [f"train.seed={seed}", f"train.steps={args.steps}", *sets]
-            cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", os.path.join(HERE, "config.json"),
-                   "--mixer", mixer, "--run-dir", run_dir] + sum([["--set", s] for s in sets], [])
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, cwd=ROOT)
+    # Jobs in table order, seed by seed; a job starts once the jobs it reads from are done.
+    jobs = {f"{arm}_s{seed}": (arm, seed) for seed in args.seeds for arm in args.arms}
+    needs = {key: ({"sweep"} if arm in OFFLINE else {f"{PROXY[arm]}_s{seed}"} if arm in PROXY else set())
+             for key, (arm, seed) in jobs.items()}
+    if any(needs.values()):
+        jobs = {"sweep": ("sweep", None), **jobs}
+        needs["sweep"] = set()
+    done = {k for k, r in results.items() if r["step"] == args.steps}
+    done |= {"sweep"} if os.path.exists(os.path.join(args.runs, "sweep", "results.json")) else set()
+    lock = threading.Lock()
+
+    def job(key: str) -> None:
+        arm, seed = jobs[key]
+        if arm == "sweep":
+            return sweep(args.runs, args.steps)
+        mixer, sets = ARMS[arm]
+        run_dir = os.path.join(args.runs, key)
+        if arm in PROXY:
+            sets = [f"mixer.weights_from={os.path.join(args.runs, f'{PROXY[arm]}_s{seed}')}"]
+        elif arm in OFFLINE:
+            sets = [f"mixer.weights_from={offline_weights(args.runs, arm)}"]
+        sets = [f"train.seed={seed}", f"train.steps={args.steps}", *sets]
+        cmd = [sys.executable, "-m", "ado_jax.cli", "train", "--config", os.path.join(HERE, "config.json"),
+               "--mixer", mixer, "--run-dir", run_dir] + sum([["--set", s] for s in sets], [])
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        with lock:  # one writer; after every run, atomically
             results[key] = {"arm": arm, "seed": seed, **final_eval(run_dir)}
-            with open(out + ".tmp", "w") as f:  # after every run, atomically
+            with open(out + ".tmp", "w") as f:
                 json.dump({"steps": args.steps, "runs": results}, f, indent=1)
             os.replace(out + ".tmp", out)
+
+    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+        running: dict = {}
+        while len(done) < len(jobs):
+            for key in jobs:
+                if len(running) < args.workers and key not in done and key not in running.values() \
+                        and needs[key] <= done:
+                    running[pool.submit(job, key)] = key
+            if not running:
+                raise SystemExit(f"nothing can start: {sorted(set(jobs) - done)} wait on runs not asked for")
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in finished:
+                fut.result()  # a failed run stops the experiment (a rerun resumes it)
+                done.add(running.pop(fut))
     print(tables(results))
     plot_paired(results, os.path.join(FIGURES, "paper_settings_vs_stratified.png"))
     if os.path.exists(os.path.join(args.runs, "ado_s0")):
         plot_ado(args.runs, os.path.join(FIGURES, "paper_settings_ado.png"))
+
+
+def sweep(runs: str, steps: int) -> None:
+    """The offline arms' sweep (Aioli's protocol for DML: 10 full-length runs over the simplex; here
+    the 1/3-grid of the 3 groups, trained side by side by ``ado-jax sweep``, from train.seed 100, not
+    a scoring seed). Resumable."""
+    sets = [f"train.seed={SWEEP['train_seed']}", f"train.steps={steps}", "train.progress=false"]
+    cmd = [sys.executable, "-m", "ado_jax.cli", "sweep", "--config", os.path.join(HERE, "config.json"),
+           "--sweep-dir", os.path.join(runs, "sweep"), "--sampler", SWEEP["sampler"],
+           "--resolution", str(SWEEP["resolution"])] + sum([["--set", x] for x in sets], [])
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def offline_weights(runs: str, arm: str) -> str:
+    """The weights file of an offline arm: ``ado-jax fit-mixture`` with the arm's method on the
+    sweep's table, for Aioli's objective (the uniform mean over the 3 trained groups)."""
+    out = os.path.join(runs, f"{arm}_weights.json")
+    if not os.path.exists(out):
+        cmd = [sys.executable, "-m", "ado_jax.cli", "fit-mixture", os.path.join(runs, "sweep", "results.json"),
+               "--method", OFFLINE[arm], "--target", "uniform", "--out", out]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    return out
 
 
 def paired(results: dict, arm: str, base: str, metric: str):
@@ -140,11 +205,11 @@ def plot_paired(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     arms = [a for a in ARMS if a != "stratified" and any(r["arm"] == a for r in results.values())]
-    fig, axes = plt.subplots(1, len(AGGREGATES), figsize=(4 * len(AGGREGATES), 3.4))
+    fig, axes = plt.subplots(1, len(AGGREGATES), figsize=(4.5 * len(AGGREGATES), 3.6))
     for ax, m in zip(axes, AGGREGATES):
         stats = [paired(results, a, "stratified", m) for a in arms]
         ax.bar(range(len(arms)), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4,
-               color=["tab:gray", "tab:blue", "tab:cyan", "tab:orange"][:len(arms)])
+               color=[plt.cm.tab10(i) for i in range(len(arms))])
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(arms)), arms, rotation=30)
         ax.set_title(m, fontsize=10)
