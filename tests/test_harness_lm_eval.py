@@ -134,3 +134,34 @@ def test_ado_table1_names_lm_eval_tasks_our_adapter_scores():
         cfg = getattr(manager.task_index[task], "cfg", None)  # lm-eval >= 0.4.10 keeps the YAML here
         if isinstance(cfg, dict):
             assert cfg.get("output_type") in ("multiple_choice", "loglikelihood"), (task, cfg.get("output_type"))
+
+
+def test_heldout_tasks_from_a_corpus_score_through_the_harness_with_their_text_intact(tmp_path):
+    """``ado-jax corpus tasks`` writes YAMLs lm-eval loads from the include path; each request our
+    adapter gets is a row's context and one of its endings exactly (no delimiter added: the text is
+    cut mid-line), and every task is scored on all its rows."""
+    from test_local_tasks import _corpus, _read
+
+    from ado_jax.data.tokenizer import ByteTokenizer
+    from ado_jax.harness.lm import JaxLM
+    from ado_jax.harness.local_tasks import build_heldout_tasks
+    from ado_jax.harness.run import results_record, run_tasks
+
+    _corpus(tmp_path / "corpus")
+    tasks = build_heldout_tasks(tmp_path / "corpus", tmp_path / "tasks", domains=["verse"], num=8)
+    seen = []
+
+    class Recording(JaxLM):
+        def loglikelihood(self, requests, disable_tqdm=False):
+            seen.extend(tuple(r.args) for r in requests)
+            return super().loglikelihood(requests, disable_tqdm)
+
+    record = results_record(7, run_tasks(Recording(_model(300), ByteTokenizer(add_eos=False)), tasks,
+                                         include_path=str(tmp_path / "tasks")))
+    choice = _read(tmp_path / "tasks" / "heldout_choice_verse.jsonl")
+    last = _read(tmp_path / "tasks" / "heldout_lastword_verse.jsonl")
+    want = {(r["context"], c) for r in choice for c in r["choices"]} | {(r["context"], r["target"]) for r in last}
+    assert set(seen) == want and len(seen) == 4 * 8 + 8
+    assert record["harness_samples"] == {"heldout_choice_verse": 8, "heldout_lastword_verse": 8}
+    assert 0 <= record["harness"]["heldout_choice_verse"]["acc"] <= 1
+    assert record["harness"]["heldout_lastword_verse"]["perplexity"] > 1

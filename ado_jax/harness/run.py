@@ -85,6 +85,9 @@ def run_tasks(lm, tasks: list[str], include_path: str | None = None, limit: int 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit}: must be at least 1 document per task")
     manager = task_manager(tasks, include_path)
+    # lm-eval bootstraps perplexity's stderr in a fork()ed Pool unless DISABLE_MULTIPROC is set: a fork
+    # of this multithreaded JAX process can deadlock (Python warns of it), so it bootstraps in-process.
+    os.environ.setdefault("DISABLE_MULTIPROC", "1")
     try:
         return simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit, bootstrap_iters=1000,
                                log_samples=False)
