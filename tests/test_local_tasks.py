@@ -44,7 +44,8 @@ def test_rows_are_real_passages_with_one_true_continuation_and_rebuild_identical
     assert len(last) == 30
     for r in last:
         assert r["target"][0].isspace() and r["target"][1:].isalpha() and 3 <= len(r["target"]) - 1 <= 12
-        assert 16 <= len(r["context"]) <= 48 and any(r["context"] + r["target"] in d for d in docs)
+        assert 16 <= len(r["context"]) <= 48 and r["context"].strip()
+        assert any(r["context"] + r["target"] in d for d in docs)
     yaml = (tmp_path / "a" / "heldout_choice_verse.yaml").read_text()
     assert "task: heldout_choice_verse" in yaml and "output_type: multiple_choice" in yaml
     assert 'target_delimiter: ""' in yaml and str((tmp_path / "a" / "heldout_choice_verse.jsonl").resolve()) in yaml

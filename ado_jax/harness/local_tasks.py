@@ -83,16 +83,20 @@ def choice_rows(docs: list[str], rng, num: int, context_chars: int, continuation
 
 def lastword_rows(docs: list[str], rng, num: int, context_chars: int) -> list[dict]:
     """``num`` rows ``{"context", "target"}``: ``target`` is a whitespace character and a word of
-    3-12 letters, ``context`` the up to ``context_chars`` characters before it (at least 16)."""
+    3-12 letters, ``context`` the up to ``context_chars`` characters before it (at least 16, not
+    all whitespace: lm-eval moves a context's trailing whitespace to the target)."""
     spots = [(d, m.start()) for d in docs for m in _WORD.finditer(d) if m.start() - 1 >= 16]
     if len(spots) < num:
         raise ValueError(f"only {len(spots)} words (3-12 letters after whitespace, 16 characters in) for {num} rows")
     rows = []
-    for k in rng.choice(len(spots), size=num, replace=False):
+    for k in rng.permutation(len(spots)):
         doc, start = spots[int(k)]
-        end = _WORD.match(doc, start).end()
-        rows.append({"context": doc[max(0, start - 1 - context_chars):start - 1], "target": doc[start - 1:end]})
-    return rows
+        context = doc[max(0, start - 1 - context_chars):start - 1]
+        if context.strip():  # lm-eval moves a context's trailing whitespace to the target: none may be left
+            rows.append({"context": context, "target": doc[start - 1:_WORD.match(doc, start).end()]})
+            if len(rows) == num:
+                return rows
+    raise ValueError(f"only {len(rows)} of {num} last-word rows with a context that is not all whitespace")
 
 
 def _write_atomic(path: Path, text: str) -> None:

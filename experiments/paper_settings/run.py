@@ -65,6 +65,9 @@ PROXY = {"doge_final": "doge"}  # arm -> the arm whose run gives its weights (mi
 OFFLINE = {"dml": "dml", "regmix": "regmix-linear"}  # arm -> ado-jax fit-mixture --method
 SWEEP = {"sampler": "grid", "resolution": 3, "train_seed": 100}  # 10 mixtures: Aioli's 10 full runs
 AGGREGATES = ("eval_loss_mean", "eval_ppl_mean", "eval_loss_natural", "eval_loss_ood")
+EVAL_ONLY = ("python_docs", "fortunes")  # config.json's data.eval_only_domains
+# harness columns: (label, task, metric); accuracy, higher is better
+HARNESS = tuple((f"{kind}_{d}", f"heldout_{kind}_{d}", "acc") for kind in ("choice", "lastword") for d in EVAL_ONLY)
 
 
 def final_eval(run_dir: str) -> dict | None:
@@ -85,8 +88,11 @@ def main() -> None:
     p.add_argument("--runs", default=os.path.join(HERE, "runs"), help="where run directories go")
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once (2 on 2 CPU cores: 1.33x the throughput of 1, measured)")
+    p.add_argument("--no-harness", dest="harness", action="store_false",
+                   help="skip the harness evaluation of each run on the offline held-out tasks (HARNESS_TASKS)")
+    p.add_argument("--out", default=os.path.join(HERE, "results.json"), help="the results file (merged, resumed)")
     args = p.parse_args()
-    out = os.path.join(HERE, "results.json")
+    out = args.out
     results = json.load(open(out))["runs"] if os.path.exists(out) else {}
     # Jobs in table order, seed by seed; a job starts once the jobs it reads from are done.
     jobs = {f"{arm}_s{seed}": (arm, seed) for seed in args.seeds for arm in args.arms}
@@ -95,14 +101,30 @@ def main() -> None:
     if any(needs.values()):
         jobs = {"sweep": ("sweep", None), **jobs}
         needs["sweep"] = set()
+    runs = [k for k in jobs if k != "sweep"]
+    if args.harness:  # each run's harness evaluation: a job of its own once the run is done
+        jobs.update({f"harness:{k}": ("harness", k) for k in runs})
+        needs.update({f"harness:{k}": {k} for k in runs})
     done = {k for k, r in results.items() if r["step"] == args.steps}
     done |= {"sweep"} if os.path.exists(os.path.join(args.runs, "sweep", "results.json")) else set()
+    done |= {f"harness:{k}" for k, r in results.items() if "harness" in r}
     lock = threading.Lock()
+
+    def save() -> None:  # under the lock; after every job, atomically
+        with open(out + ".tmp", "w") as f:
+            json.dump({"steps": args.steps, "runs": results}, f, indent=1)
+        os.replace(out + ".tmp", out)
 
     def job(key: str) -> None:
         arm, seed = jobs[key]
         if arm == "sweep":
             return sweep(args.runs, args.steps)
+        if arm == "harness":
+            record = harness(args.runs, seed)
+            with lock:
+                results[seed]["harness"] = record
+                save()
+            return
         mixer, sets = ARMS[arm]
         run_dir = os.path.join(args.runs, key)
         if arm in PROXY:
@@ -114,11 +136,9 @@ def main() -> None:
                "--mixer", mixer, "--run-dir", run_dir] + sum([["--set", s] for s in sets], [])
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
-        with lock:  # one writer; after every run, atomically
+        with lock:  # one writer
             results[key] = {"arm": arm, "seed": seed, **final_eval(run_dir)}
-            with open(out + ".tmp", "w") as f:
-                json.dump({"steps": args.steps, "runs": results}, f, indent=1)
-            os.replace(out + ".tmp", out)
+            save()
 
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
         running: dict = {}
@@ -151,6 +171,34 @@ def sweep(runs: str, steps: int) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def harness(runs: str, key: str) -> dict:
+    """The harness record of run ``key``: ``ado-jax eval --harness`` on its last checkpoint with the
+    offline tasks of the 2 evaluation-only domains (``ado-jax corpus tasks``, built once, seed 0:
+    HellaSwag-style endings and LAMBADA-style last words of held-out text; ADO's Table 1 tasks
+    need the hub, which this machine cannot reach)."""
+    tasks_dir = os.path.join(runs, "heldout_tasks")
+    with TASKS_LOCK:  # built once per call but never by two threads at once (same files)
+        names = _build_tasks(tasks_dir)
+    run_dir = os.path.join(runs, key)
+    cmd = [sys.executable, "-m", "ado_jax.cli", "eval", "--run-dir", run_dir, "--harness", names,
+           "--harness-include-path", tasks_dir]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = [json.loads(ln) for ln in open(os.path.join(run_dir, "metrics.jsonl")) if ln.strip()]
+    return [r for r in rows if "harness" in r][-1]["harness"]
+
+
+TASKS_LOCK = threading.Lock()
+
+
+def _build_tasks(tasks_dir: str) -> str:
+    """``ado-jax corpus tasks`` for the evaluation-only domains (deterministic: a rebuild writes the
+    same bytes); returns the task names, comma-separated."""
+    cmd = [sys.executable, "-m", "ado_jax.cli", "corpus", "tasks", "--corpus-dir", os.path.join(ROOT, "data", "corpus"),
+           "--domains", ",".join(EVAL_ONLY), "--out", tasks_dir]
+    return subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def offline_weights(runs: str, arm: str) -> str:
     """The weights file of an offline arm: ``ado-jax fit-mixture`` with the arm's method on the
     sweep's table, for Aioli's objective (the uniform mean over the 3 trained groups)."""
@@ -163,37 +211,60 @@ def offline_weights(runs: str, arm: str) -> str:
     return out
 
 
+def value(rec: dict, metric: str) -> float | None:
+    """An aggregate of a run's record, or a harness column's accuracy (``HARNESS`` label)."""
+    for label, task, name in HARNESS:
+        if metric == label:
+            return rec.get("harness", {}).get(task, {}).get(name)
+    return rec[metric]
+
+
 def paired(results: dict, arm: str, base: str, metric: str):
     """(mean, 95 % half-width, n) of ``arm - base`` on ``metric`` over the seeds both have."""
     from ado_jax.eval_metrics import paired_interval
 
     seeds = sorted(r["seed"] for r in results.values() if r["arm"] == base)
-    diffs = [results[f"{arm}_s{s}"][metric] - results[f"{base}_s{s}"][metric] for s in seeds
-             if f"{arm}_s{s}" in results]
+    pairs = [(results[f"{arm}_s{s}"], results[f"{base}_s{s}"]) for s in seeds if f"{arm}_s{s}" in results]
+    diffs = [value(a, metric) - value(b, metric) for a, b in pairs
+             if value(a, metric) is not None and value(b, metric) is not None]
     return paired_interval(diffs)
 
 
-def tables(results: dict) -> str:
-    """Markdown: mean per arm of each aggregate, then paired differences vs stratified and vs natural."""
+def _table(results: dict, arms: list, metrics: list, digits: int) -> list[str]:
+    """Mean per arm, then paired differences vs stratified and vs natural, of ``metrics``."""
     import statistics
 
-    arms = [a for a in ARMS if any(r["arm"] == a for r in results.values())]
-    lines = ["| arm | seeds | " + " | ".join(AGGREGATES) + " |", "|---|---|" + "---|" * len(AGGREGATES)]
+    lines = ["| arm | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for a in arms:
         rs = [r for r in results.values() if r["arm"] == a]
-        cells = [f"{statistics.mean(r[m] for r in rs):.4f}" for m in AGGREGATES]
+        cells = []
+        for m in metrics:
+            vals = [value(r, m) for r in rs if value(r, m) is not None]
+            cells.append(f"{statistics.mean(vals):.{digits}f}" if vals else "–")
         lines.append(f"| {a} | {len(rs)} | " + " | ".join(cells) + " |")
     for base in ("stratified", "natural"):
         lines += ["", f"Paired by seed, arm minus {base} (mean [95 % interval]):", "",
-                  "| arm | " + " | ".join(AGGREGATES) + " |", "|---|" + "---|" * len(AGGREGATES)]
+                  "| arm | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
         for a in arms:
             if a == base:
                 continue
             cells = []
-            for m in AGGREGATES:
+            for m in metrics:
                 mean, half, n = paired(results, a, base, m)
-                cells.append(f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]" if n > 1 else "–")
+                cells.append(f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}]"
+                             if n > 1 else "–")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def tables(results: dict) -> str:
+    """Markdown: the aggregates (mean per arm, paired differences vs stratified and vs natural),
+    then the same for the harness accuracies where the runs have them."""
+    arms = [a for a in ARMS if any(r["arm"] == a for r in results.values())]
+    lines = _table(results, arms, list(AGGREGATES), 4)
+    if any("harness" in r for r in results.values()):
+        lines += ["", "Harness accuracy on the evaluation-only domains' held-out text (offline tasks):", ""]
+        lines += _table(results, arms, [label for label, _, _ in HARNESS], 3)
     return "\n".join(lines)
 
 
