@@ -18,19 +18,33 @@ tokens per arm (2.6 M tokens), so that
   Selection with Scaling Laws", arXiv:2410.11820), with the natural prior and, as an ablation,
   the uniform one.
 
-Arms: stratified (balanced), natural, ADO, ADO with uniform prior, Aioli; seeds 0-2 (model
-initialization and data draws; a seed is shared by every arm, so arms are paired by seed).
+Arms: stratified (balanced), natural, ADO, Aioli, and the Aioli paper's other baselines (issue 28,
+added and fixed here before their runs): DoGE's proxy run (``doge``, eta 0.01 as in the Aioli
+paper's Table 12) and its final run on the proxy's averaged weights (``doge_final``, the protocol
+of DoGE and of Aioli's Table 2: one extra run); DML and RegMix fitted from one sweep, Aioli's
+offline budget of 10 full-length runs: ``ado-jax sweep --sampler grid --resolution 3`` (the 10
+mixtures of the 1/3 simplex grid of the 3 groups, trained side by side, train.seed 100, not a
+scoring seed), ``ado-jax fit-mixture --target uniform`` (Aioli's objective: the mean over the
+groups) with ``dml`` and ``regmix-linear`` (LightGBM, RegMix's other regression, cannot fit 10
+points: the known-answer suites showed it already at 16), each trained as a static run. Seeds 0-2
+(model initialization and data draws; a seed is shared by every arm, so arms are paired by seed).
+``ado_uniform`` (ADO with the uniform prior) is an optional arm (``--arms ado_uniform``).
 Nothing is tuned: the settings above were fixed before the first run, and the evaluation-only
-domains were chosen a priori as the two domains whose kind of text is not a training group.
+domains were chosen a priori as the two domains whose kind of text is not a training group. (The
+sweep's proxies are scored on the same held-out split as the arms: the papers fit on validation
+and report test; this corpus has one held-out split.)
 Scores, at the last evaluation: per-domain held-out loss, the uniform mean and the average
 per-domain perplexity over the 3 groups (Aioli's metric), the natural-weighted mean (ADO's
-Pile-validation metric) and the mean over the 2 evaluation-only domains (ADO's OOD claim).
+Pile-validation metric) and the mean over the 2 evaluation-only domains (ADO's OOD claim); and
+the harness accuracies of each run on offline tasks built from the evaluation-only domains'
+held-out text (``ado-jax corpus tasks``: multiple-choice endings and last words; ADO's Table 1
+tasks need the Hugging Face hub, out of this machine's reach).
 
-Results merge into ``results.json`` (rewritten atomically after every run; finished runs are
+Results merge into ``results.json`` (rewritten atomically after every job; finished jobs are
 skipped, so a rerun resumes); tables go to stdout, figures to ``docs/figures/paper_settings_*.png``.
-Time: ~5-6 min per run on 2 shared CPU cores (about 9 k tokens/s); the 12 runs of stratified,
-natural, ADO and Aioli behind docs/results.md took 60 min. ``ado_uniform`` is an optional arm
-(``--arms ado_uniform``), not run there.
+Time, measured with ``--workers 2`` on 2 CPU cores: 5-8 min per run (two at once), the sweep 48
+min beside them; the 24 runs and the sweep behind docs/results.md took 100 min, the 24 harness
+evaluations about 10 min more.
 """
 
 from __future__ import annotations
