@@ -295,6 +295,15 @@ def plot_paired(results: dict, path: str) -> None:
         stats = [paired(results, a, "stratified", m) for a in arms]
         ax.bar(range(len(arms)), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4,
                color=[plt.cm.tab10(i) for i in range(len(arms))])
+        # An arm far off the others' scale (RegMix's vertex mixture) would flatten every other bar:
+        # the axis fits the rest and the far arm's value is written at the edge.
+        spans = sorted(abs(mu) + half for mu, half, _ in stats)
+        lim = 1.3 * (spans[-2] if len(spans) > 1 and spans[-1] > 5 * spans[-2] else spans[-1])
+        ax.set_ylim(-lim, lim)
+        for i, (mu, _, _) in enumerate(stats):
+            if abs(mu) > lim:
+                ax.text(i, 0.9 * lim * (1 if mu > 0 else -1), f"{mu:+.2f}\n(off scale)", ha="center",
+                        va="top" if mu > 0 else "bottom", fontsize=8)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(arms)), arms, rotation=30)
         ax.set_title(m, fontsize=10)
