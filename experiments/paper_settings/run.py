@@ -44,7 +44,7 @@ Results merge into ``results.json`` (rewritten atomically after every job; finis
 skipped, so a rerun resumes); tables go to stdout, figures to ``docs/figures/paper_settings_*.png``.
 Time, measured with ``--workers 2`` on 2 CPU cores: 5-8 min per run (two at once), the sweep 48
 min beside them; the 24 runs and the sweep behind docs/results.md took 100 min, the 24 harness
-evaluations about 10 min more.
+evaluations about 6 min more.
 """
 
 from __future__ import annotations
