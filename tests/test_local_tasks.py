@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from ado_jax.data.corpus_cli import corpus_tasks_main
-from ado_jax.harness.local_tasks import build_heldout_tasks
+from ado_jax.harness.local_tasks import build_heldout_tasks, corpus_tasks_main
 
 WORDS = ("alpha beta gamma delta epsilon river mountain forest ocean desert garden window "
          "letter number orange purple silver golden morning evening winter summer").split()

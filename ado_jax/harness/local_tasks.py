@@ -22,9 +22,11 @@ atomically (a temporary sibling, then a rename).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,33 @@ def build_heldout_tasks(corpus_dir, out_dir, domains=None, num: int = 200, seed:
                           + "metadata:\n  version: 1.0\n")
             tasks[name] = kind
     return sorted(tasks, key=lambda t: (KINDS.index(tasks[t]), t))
+
+
+def add_tasks_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags of ``ado-jax corpus tasks`` to ``p``; returns ``p``."""
+    p.add_argument("--corpus-dir", default="data/corpus", help="the built corpus whose held-out split the tasks use")
+    p.add_argument("--out", required=True, help="directory for the task YAMLs and JSONL files (--harness-include-path)")
+    p.add_argument("--domains", default="", help="comma-separated domains (default: all; e.g. the run's "
+                   "data.eval_only_domains)")
+    p.add_argument("--num", type=int, default=200, help="rows per task")
+    p.add_argument("--seed", type=int, default=0, help="seed of the passages and distractors")
+    p.add_argument("--context-chars", type=int, default=48, help="characters of context (keep context + "
+                   "continuation within the model's training window)")
+    p.add_argument("--continuation-chars", type=int, default=16, help="characters of each multiple-choice ending")
+    return p
+
+
+def corpus_tasks_main(args=None) -> int:
+    """Runs ``ado-jax corpus tasks`` (``ado_jax.harness.local_tasks``); ``args`` is a parsed
+    namespace or an argv list. Prints the task names, comma-separated, for ``--harness``."""
+    from ado_jax.data.corpus_cli import _ERRORS, _parse
+
+    a = _parse(args, add_tasks_args)
+    try:
+        tasks = build_heldout_tasks(a.corpus_dir, a.out, [d for d in a.domains.split(",") if d], a.num, a.seed,
+                                    a.context_chars, a.continuation_chars)
+    except (*_ERRORS, OSError) as e:
+        print(f"ado-jax corpus tasks: {e}", file=sys.stderr)
+        return 2
+    print(",".join(tasks))
+    return 0
