@@ -236,7 +236,7 @@ def build_parser(field_help: bool = True) -> argparse.ArgumentParser:
     corpus_cli.add_known_args(csub.add_parser("known", help="a known-answer suite: 3 real domains + noise, a "
                                               "memorized document or a scarce target")
                               ).set_defaults(fn=corpus_cli.corpus_known_main)
-    from ado_jax.harness import local_tasks  # numpy only: keeps --help fast
+    from ado_jax.harness import local_tasks  # the harness floor's task builder (numpy; no lm-eval)
 
     local_tasks.add_tasks_args(csub.add_parser("tasks", help="offline harness tasks (multiple choice, last word) "
                                                "from a corpus's held-out text")

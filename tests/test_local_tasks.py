@@ -54,7 +54,7 @@ def test_rows_are_real_passages_with_one_true_continuation_and_rebuild_identical
     build_heldout_tasks(tmp_path / "corpus", tmp_path / "c", num=30, seed=4)
     assert (tmp_path / "c" / "heldout_choice_verse.jsonl").read_bytes() != \
         (tmp_path / "a" / "heldout_choice_verse.jsonl").read_bytes()
-    assert not list((tmp_path / "a").glob("*.tmp"))
+    assert not list((tmp_path / "a").glob("*.tmp*"))  # no temporary file left behind
 
 
 def test_cli_prints_the_task_names_and_bad_input_is_one_clear_error(tmp_path, capsys):

@@ -233,4 +233,3 @@ def corpus_known_main(args=None) -> int:
         return 2
     print(Path(out))
     return 0
-

@@ -17,19 +17,20 @@ is scored by the same harness path, accuracy and all:
 Contexts are short (48 + 16 characters by default) because the models this scores at CPU scale
 train on 64-token windows. Everything is drawn from ``numpy.random.default_rng([seed, i])`` for the
 i-th domain of the corpus, so the files are the same bytes on every rebuild. Files are written
-atomically (a temporary sibling, then a rename).
+atomically (``ado_jax.storage.write_text``: a temporary sibling, then a rename).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from ado_jax import storage
 
 KINDS = ("choice", "lastword")
 _WORD = re.compile(r"(?<=\s)[A-Za-z]{3,12}(?=[\s.,;:!?])")
@@ -101,12 +102,6 @@ def lastword_rows(docs: list[str], rng, num: int, context_chars: int) -> list[di
     raise ValueError(f"only {len(rows)} of {num} last-word rows with a context that is not all whitespace")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def build_heldout_tasks(corpus_dir, out_dir, domains=None, num: int = 200, seed: int = 0,
                         context_chars: int = 48, continuation_chars: int = 16) -> list[str]:
     """Writes both kinds of task for each of ``domains`` (default: every domain of the corpus) into
@@ -135,10 +130,10 @@ def build_heldout_tasks(corpus_dir, out_dir, domains=None, num: int = 200, seed:
         for kind in KINDS:
             name = task_name(kind, domain)
             data = out_dir.resolve() / f"{name}.jsonl"
-            _write_atomic(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[kind]))
+            storage.write_text(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[kind]))
             head = (f"# {kind} task over the held-out text of domain {domain!r} of {corpus_dir.resolve()}"
                     f" (ado_jax.harness.local_tasks, seed {seed})\n")
-            _write_atomic(out_dir / f"{name}.yaml",  # no delimiter: the text is cut mid-line, spaces and all
+            storage.write_text(out_dir / f"{name}.yaml",  # no delimiter: the text is cut mid-line, spaces and all
                           head + f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
                           f"    test: {json.dumps(str(data))}\ntest_split: test\ntarget_delimiter: \"\"\n"
                           + _YAML[kind]

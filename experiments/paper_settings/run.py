@@ -191,8 +191,7 @@ def harness(runs: str, key: str) -> dict:
     HellaSwag-style endings and LAMBADA-style last words of held-out text; ADO's Table 1 tasks
     need the hub, which this machine cannot reach)."""
     tasks_dir = os.path.join(runs, "heldout_tasks")
-    with TASKS_LOCK:  # built once per call but never by two threads at once (same files)
-        names = _build_tasks(tasks_dir)
+    names = _build_tasks(tasks_dir)
     run_dir = os.path.join(runs, key)
     cmd = [sys.executable, "-m", "ado_jax.cli", "eval", "--run-dir", run_dir, "--harness", names,
            "--harness-include-path", tasks_dir]
@@ -203,14 +202,18 @@ def harness(runs: str, key: str) -> dict:
 
 
 TASKS_LOCK = threading.Lock()
+TASKS: dict = {}  # tasks_dir -> the task names, built once per experiment process
 
 
 def _build_tasks(tasks_dir: str) -> str:
-    """``ado-jax corpus tasks`` for the evaluation-only domains (deterministic: a rebuild writes the
-    same bytes); returns the task names, comma-separated."""
-    cmd = [sys.executable, "-m", "ado_jax.cli", "corpus", "tasks", "--corpus-dir", os.path.join(ROOT, "data", "corpus"),
-           "--domains", ",".join(EVAL_ONLY), "--out", tasks_dir]
-    return subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    """``ado-jax corpus tasks`` for the evaluation-only domains, once per process (under a lock: the
+    harness jobs run in threads); returns the task names, comma-separated."""
+    with TASKS_LOCK:
+        if tasks_dir not in TASKS:
+            cmd = [sys.executable, "-m", "ado_jax.cli", "corpus", "tasks", "--corpus-dir",
+                   os.path.join(ROOT, "data", "corpus"), "--domains", ",".join(EVAL_ONLY), "--out", tasks_dir]
+            TASKS[tasks_dir] = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return TASKS[tasks_dir]
 
 
 def offline_weights(runs: str, arm: str) -> str:
