@@ -74,6 +74,7 @@ def cmd_eval(args) -> int:
     import jax
 
     from ado_jax import checkpoint, loop, sharding, train
+    from ado_jax.optimizer import make_optimizer
     from ado_jax.data import setup as data_setup
 
     if args.batches < 1:
@@ -86,7 +87,7 @@ def cmd_eval(args) -> int:
     mesh = sharding.make_mesh(cfg.mesh)
     loader, heldout = data_setup.train_loader(cfg, mesh), data_setup.heldout_stream(cfg, with_eval_only=True)
     mixer = loop.build_mixer(cfg, loader.names, loader.sizes(), args.run_dir)
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     D = len(loader.names)
     # The state's shape, stream state included (a host loader's differs from an in-step stream's).
     abstract = jax.eval_shape(

@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from ado_jax import checkpoint, hf_checkpoint, memory, metric_sinks, run_dir as run_dirs, sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import Config, config_from_dict, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.eval_metrics import aggregate
@@ -146,7 +147,7 @@ def _train(cfg, run_path, opts, lead, t_begin, ckpt) -> dict:
     heldout = data_setup.heldout_stream(cfg, with_eval_only=True)  # trained domains, then evaluation-only
     names = loader.names
     mixer = build_mixer(cfg, names, loader.sizes(), str(run_path))
-    optimizer = train.make_optimizer(cfg.train)
+    optimizer = make_optimizer(cfg.train)
     key_model, key_data = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
     stream_state = loader.init_state(key_data, mixer.init(len(names)).weights)
     state = train.create_state(cfg.model, optimizer, mixer, stream_state, len(names), key_model, mesh)

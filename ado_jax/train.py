@@ -23,10 +23,10 @@ from ado_jax.mixing import wants_heldout
 from ado_jax.mixing.base import wants_grad_dot
 from ado_jax.mixing.base import Mixer
 from ado_jax.models.llama import Llama, sequence_losses
+from ado_jax.optimizer import lr_schedule
 from ado_jax.sharding import batch_sharding, tree_shardings
 
 Array = jax.Array
-DECAYED = {"embed", "unembed", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
 # The train state's own tracker only keeps per-domain loss EMAs for logging (a mixer that needs a
 # learning-curve history, like ADO, keeps its own); two history slots make it nearly free.
 LOG_TRACKER = tracker.loss_tracker(ema_decay=0.9, history_len=2, skip_first=0, subsample_every=1)
@@ -37,7 +37,7 @@ class TrainState(eqx.Module):
 
     Attributes:
       model: the Llama (float32 params).
-      opt_state: AdamW state wrapped in ``skip_non_finite`` (counts skipped steps).
+      opt_state: ``ado_jax.optimizer.make_optimizer``'s state (AdamW, skipped steps counted).
       mixer_state: the mixer's pytree; ``mixer_state.weights: [D]`` is the next batch's mixture.
       tracker_state: per-domain loss EMAs (``ado_jax.mixing.tracker``).
       stream_state: the data stream's state (its PRNG key / position).
@@ -50,56 +50,6 @@ class TrainState(eqx.Module):
     tracker_state: Any
     stream_state: Any
     step: Array
-
-
-def lr_schedule(t: TrainConfig) -> optax.Schedule:
-    """Linear warmup to ``lr`` then cosine decay to ``lr * min_lr_ratio`` at ``decay_steps``."""
-    return optax.warmup_cosine_decay_schedule(
-        0.0, t.lr, max(t.warmup_steps, 0), max(t.decay_steps, t.warmup_steps + 1), t.lr * t.min_lr_ratio)
-
-
-def _decay_mask(params):
-    def leaf(path, x):
-        name = getattr(path[-1], "name", "") if path else ""
-        return x is not None and name in DECAYED
-
-    return jax.tree_util.tree_map_with_path(leaf, params)
-
-
-def _all_finite(tree) -> Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def skip_non_finite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``inner``, with a step skipped (zero update, inner state kept) when the gradient *or the
-    update it produces* is not finite. ``optax.apply_if_finite`` checks only the gradient, so an
-    infinite learning rate or an overflowing update would reach the weights. The state is an
-    ``optax.ApplyIfFiniteState`` (``notfinite_count``: skipped steps in a row, ``last_finite``,
-    ``total_notfinite``), so checkpoints of either kind restore."""
-    def init(params):
-        return optax.ApplyIfFiniteState(notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True),
-                                        total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
-
-    def update(grads, state, params=None):
-        updates, inner_state = inner.update(grads, state.inner_state, params)
-        finite = _all_finite(grads) & _all_finite(updates)
-        keep = lambda new, old: jnp.where(finite, new, old)
-        updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
-        inner_state = jax.tree.map(keep, inner_state, state.inner_state)
-        skipped = (~finite).astype(jnp.int32)
-        return updates, optax.ApplyIfFiniteState(notfinite_count=(state.notfinite_count + 1) * skipped,
-                                                 last_finite=finite, total_notfinite=state.total_notfinite + skipped,
-                                                 inner_state=inner_state)
-
-    return optax.GradientTransformation(init, update)
-
-
-def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
-    """AdamW (decay on matrices only) after global-norm clipping; a step whose gradient or update
-    is not finite is skipped (``skip_non_finite``)."""
-    clip = optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity()
-    adamw = optax.adamw(lr_schedule(t), t.b1, t.b2, weight_decay=t.weight_decay, mask=_decay_mask)
-    return skip_non_finite(optax.chain(clip, adamw))
 
 
 def init_state(model_cfg: ModelConfig, optimizer, mixer: Mixer, stream_state, num_domains: int,

@@ -60,6 +60,7 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
     import jax
 
     from ado_jax import sharding, train
+    from ado_jax.optimizer import make_optimizer
     from ado_jax.config import load_config
     from ado_jax.data.base import FixedBatch
     from ado_jax.data.host_source import HostSource, Prefetcher
@@ -69,7 +70,7 @@ def _train_rate(doms, B: int, T: int, vocab: int, steps: int) -> dict:
     mesh = sharding.make_mesh(cfg.mesh)
     src = HostSource(doms, B, T, vocab)
     mixer = cfg.mixer.build(src.sizes())
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     small = InMemoryDomains.from_arrays({n: np.asarray(a[:4 * T]) for n, a in doms.items()}, B, T, vocab)
     state = train.create_state(cfg.model, opt, mixer, small.init(jax.random.PRNGKey(1)), src.num_domains,
                                jax.random.PRNGKey(0), mesh)

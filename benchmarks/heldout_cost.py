@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ado_jax import sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import MeshConfig, load_config
 from ado_jax.data.in_memory import InMemoryDomains
 from ado_jax.mixing.base import Mixer
@@ -45,7 +46,7 @@ def asking(always: bool) -> Mixer:
 
 def time_steps(cfg, mixer, stream, held, n: int) -> float:
     mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(cfg.model, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
     step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)

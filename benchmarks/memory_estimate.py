@@ -17,7 +17,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax import memory, train
+from ado_jax import memory
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import load_config
 from ado_jax.models.llama import Llama, sequence_losses
 
@@ -32,7 +33,7 @@ SHAPES = {"d256_L4_T256": ["model.d_model=256", "model.n_layers=4", "model.n_hea
 
 def xla_bytes(cfg) -> int:
     """``argument + temp`` bytes of the compiled step (params and AdamW state donated)."""
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     params, static = eqx.partition(Llama(cfg.model, jax.random.PRNGKey(0)), eqx.is_array)
 
     def step(params, opt_state, tokens_BT):

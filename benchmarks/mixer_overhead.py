@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ado_jax import sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import load_config
 from ado_jax.data.in_memory import InMemoryDomains
 from ado_jax.mixing import ado, basic
@@ -62,7 +63,7 @@ def setup(num_domains: int, vocab: int):
     domains = {f"d{i}": rng.integers(0, vocab, tokens) for i in range(num_domains)}
     stream = InMemoryDomains.from_arrays(domains, B, T, vocab)
     mesh = sharding.make_mesh(cfg.mesh)
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     mixers = {"static": basic.static(np.full(num_domains, 1.0 / num_domains)),
               # paper defaults otherwise
               "ado": ado(fit_every=FIT_EVERY, fit_start=FIT_EVERY, delta_min=delta_min(num_domains))}

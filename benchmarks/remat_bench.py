@@ -31,6 +31,7 @@ def build(preset: str, remat: str | None, batch: int | None):
     """``(step, state, stream, tokens per step)`` for ``preset`` on one device, with
     ``model.remat=remat`` (None: the preset's) and random tokens in 4 domains."""
     from ado_jax import sharding, train
+    from ado_jax.optimizer import make_optimizer
     from ado_jax.config import load_config
     from ado_jax.data.in_memory import InMemoryDomains
     from ado_jax.mixing.basic import balanced
@@ -43,7 +44,7 @@ def build(preset: str, remat: str | None, batch: int | None):
     rng = np.random.default_rng(0)
     stream = InMemoryDomains.from_arrays({f"d{i}": rng.integers(0, V, 200_000) for i in range(4)}, B, T, V)
     mesh = sharding.make_mesh(cfg.mesh, devices=jax.devices()[:1])
-    mixer, opt = balanced(), train.make_optimizer(cfg.train)
+    mixer, opt = balanced(), make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(cfg.model, opt, mixer, stream.init(k2), 4, k1, mesh)
     step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), 4)

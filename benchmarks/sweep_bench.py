@@ -79,6 +79,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_io import save_json  # noqa: E402
 
 from ado_jax import sharding, train  # noqa: E402
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import load_config  # noqa: E402
 from ado_jax.data import setup as data_setup  # noqa: E402
 from ado_jax.mixing import static  # noqa: E402
@@ -145,7 +146,7 @@ def end_to_end(K: int, steps: int, rounds: int, mix_KD, names, work: str) -> dic
 def step_only(cfg, stream, mix_KD, K: int, S: int, rounds: int) -> dict:
     """All K vmapped, the default chunking and K ordinary steps in one process (module docstring)."""
     names = stream.names
-    optimizer = train.make_optimizer(cfg.train)
+    optimizer = make_optimizer(cfg.train)
     pmesh = proxies.proxy_mesh(K)
     chunk = proxies.default_chunk(K)
     arm_chunks = {"vmapped": 0, **({"chunked": chunk} if 0 < chunk < K // pmesh.devices.size else {})}

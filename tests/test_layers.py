@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ado_jax.hf_checkpoint", ("ado_jax.models", "ado_jax.checkpoint", "ado_jax.storage")),  # HF Llama files in and out
     ("ado_jax.harness", ("ado_jax.models", "ado_jax.sharding", "ado_jax.data", "ado_jax.storage",  # lm-eval adapter,
                          "ado_jax.checkpoint", "ado_jax.config", "ado_jax.metric_sinks")),     # its task runs
+    ("ado_jax.optimizer", ("ado_jax.config",)),     # AdamW, clipping, skipped non-finite steps
     ("ado_jax.train", (BELOW,)),
     ("ado_jax.loop", (BELOW,)),
     ("ado_jax.sweep", (BELOW,)),                     # K proxy runs vmapped in one step; their results table

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ado_jax import cli, loop, sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import MeshConfig, load_config
 from ado_jax.data import setup as data_setup
 from ado_jax.data.base import FixedBatch, Loader
@@ -41,7 +42,7 @@ def test_host_batch_and_in_step_stream_take_the_same_step():
     cfg = load_config("tiny", BASE)
     mesh = sharding.make_mesh(MeshConfig(data=-1))
     stream, mixer = data_setup.train_stream(cfg), static([1, 2, 3, 4])
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(cfg.model, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
     step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from ado_jax import cli, loop, run_dir, train
+from ado_jax import cli, loop, run_dir
+from ado_jax.optimizer import make_optimizer, lr_schedule
 from ado_jax.checkpoint import Checkpointer
 from ado_jax.config import load_config
 
@@ -186,7 +187,7 @@ def test_loop_cadence_may_change_and_optimizer_needs_allow_change(copy, capsys):
     assert "train.lr: 0.003 -> 0.001" in capsys.readouterr().err
     assert _train(copy, 12, "--set", "train.ckpt_every=2", "--set", "train.log_every=2",
                   "--set", "train.lr=1e-3", "--allow-change") == 0
-    expected = float(train.lr_schedule(load_config("tiny", ["train.lr=1e-3"]).train)(10))
+    expected = float(lr_schedule(load_config("tiny", ["train.lr=1e-3"]).train)(10))
     assert _steps(copy)[11]["lr"] == pytest.approx(expected, rel=1e-6)
 
 
@@ -223,7 +224,7 @@ def test_metrics_are_moved_aside_when_the_checkpoints_are_gone(copy, capsys):
 def test_non_finite_update_is_skipped_even_when_the_gradient_is_finite():
     cfg = load_config("tiny").train
     cfg.lr = float("inf")  # bypasses validation, as a schedule overflow would
-    opt = train.make_optimizer(cfg)
+    opt = make_optimizer(cfg)
     params = {"w": np.ones(3, np.float32)}
     updates, state = opt.update({"w": np.full(3, 0.5, np.float32)}, opt.init(params), params)
     assert np.all(np.asarray(updates["w"]) == 0) and not bool(state.last_finite)
@@ -231,13 +232,13 @@ def test_non_finite_update_is_skipped_even_when_the_gradient_is_finite():
 
 
 def test_a_stuck_run_stops_with_exit_3_and_a_checkpoint(tmp_path, monkeypatch, capsys):
-    make = train.make_optimizer
+    make = make_optimizer
 
     def diverging(t):  # every update overflows: what lr=1e6 did before validation refused it
         t = type(t)(**{**t.__dict__, "lr": float("inf")})
         return make(t)
 
-    monkeypatch.setattr(train, "make_optimizer", diverging)
+    monkeypatch.setattr(loop, "make_optimizer", diverging)
     run = tmp_path / "run"
     assert _train(run, 50, "--set", "train.max_skipped_in_row=3") == 3
     err = capsys.readouterr().err

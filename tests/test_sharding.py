@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ado_jax import sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import MeshConfig, load_config
 from ado_jax.data.setup import train_stream
 
@@ -15,7 +16,7 @@ CFG = load_config("tiny", ["train.batch_size=16", "train.seq_len=32", "data.max_
 def _one_step(mesh):
     stream = train_stream(CFG)
     mixer = CFG.mixer.build(stream.sizes())
-    opt = train.make_optimizer(CFG.train)
+    opt = make_optimizer(CFG.train)
     k_model, k_data = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(CFG.model, opt, mixer, stream.init(k_data), stream.num_domains, k_model, mesh)
     shardings = train.state_shardings(state, mesh)

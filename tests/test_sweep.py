@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ado_jax import cli, loop, train
+from ado_jax import cli, loop
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import load_config
 from ado_jax.data.setup import resolve_vocab_size, train_stream
 from ado_jax.mixing import offline_fits
@@ -71,7 +72,7 @@ def test_proxies_are_sharded_over_the_proxy_axis():
     w = samplers.dirichlet_mixtures(jax.random.PRNGKey(0), 4, 8)
     mesh = proxies.proxy_mesh(8)
     assert mesh.devices.size == min(8, jax.device_count()) and proxies.proxy_mesh(6).devices.size in (1, 2, 3, 6)
-    state = proxies.init_proxies(resolve_vocab_size(cfg).model, train.make_optimizer(cfg.train), [0] * 8, w, mesh)
+    state = proxies.init_proxies(resolve_vocab_size(cfg).model, make_optimizer(cfg.train), [0] * 8, w, mesh)
     leaf = jax.tree.leaves(state.model)[0]
     assert leaf.shape[0] == 8 and leaf.sharding.spec[0] == proxies.AXIS
     assert len(leaf.sharding.device_set) == mesh.devices.size
@@ -84,7 +85,7 @@ def _chunked_vs_vmapped(variants):
     4 vmapped on one device: the same losses, models and data keys (float rounding only)."""
     cfg = resolve_vocab_size(_cfg("model.d_model=32", "model.n_heads=2", "model.n_kv_heads=1"))
     stream = train_stream(cfg)
-    optimizer = train.make_optimizer(cfg.train)
+    optimizer = make_optimizer(cfg.train)
     mesh1 = proxies.proxy_mesh(4, jax.devices()[:1])
     init = proxies.init_proxies(cfg.model, optimizer, [0, 1, 2, 3], samplers.dirichlet_mixtures(
         jax.random.PRNGKey(0), 4, 4), mesh1)

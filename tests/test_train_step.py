@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ado_jax import sharding, train
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import MeshConfig, load_config
 from ado_jax.data.setup import heldout_stream, train_stream
 from ado_jax.mixing.base import Mixer
@@ -21,7 +22,7 @@ def _setup(mixer, *overrides):
     cfg = load_config("tiny", BASE + list(overrides))
     mesh = sharding.make_mesh(MeshConfig(data=-1))
     stream = train_stream(cfg)
-    opt = train.make_optimizer(cfg.train)
+    opt = make_optimizer(cfg.train)
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     state = train.create_state(cfg.model, opt, mixer, stream.init(k2), stream.num_domains, k1, mesh)
     step = train.make_train_step(cfg.train, opt, mixer, mesh, train.state_shardings(state, mesh), stream.num_domains)

@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ado_jax import train
+from ado_jax.optimizer import lr_schedule
 from ado_jax.checkpoint import is_leaf_array
 from ado_jax.config import ModelConfig
 from ado_jax.data.in_memory import StreamState
@@ -41,7 +42,7 @@ class ProxyState(eqx.Module):
 
     Attributes:
       model: the K Llamas (each parameter ``[K, ...]``).
-      opt_state: the K optimizer states (``train.make_optimizer``'s, stacked).
+      opt_state: the K optimizer states (``ado_jax.optimizer.make_optimizer``'s, stacked).
       stream_state: ``StreamState(key [K, 2])``: each proxy's data PRNG key.
       weights: [K, D] float32, each proxy's mixture.
       step: [K] int32, optimizer steps taken (the same for every proxy).
@@ -174,7 +175,7 @@ def make_sweep_step(train_cfg, optimizer, mesh: Mesh, shardings, chunk: int | No
                          "(set train.grad_accum=1; lower train.batch_size if memory is short)")
     if chunk is not None and chunk < 0:
         raise ValueError(f"chunk={chunk}: expected >= 0 (0: all proxies at once)")
-    schedule = train.lr_schedule(train_cfg)
+    schedule = lr_schedule(train_cfg)
     groups = mesh.devices.size
 
     def step(data, state):  # ``data`` (closed over) is broadcast to every proxy

@@ -23,7 +23,8 @@ import jax
 import numpy as np
 from etils import epath
 
-from ado_jax import checkpoint, run_dir as run_dirs, storage, train
+from ado_jax import checkpoint, run_dir as run_dirs, storage
+from ado_jax.optimizer import make_optimizer
 from ado_jax.config import Config, validate
 from ado_jax.data import setup as data_setup
 from ado_jax.run_control import RunStopped, StopSignals
@@ -136,7 +137,7 @@ def _train(cfg: Config, spec: SweepSpec, path: epath.Path, ckpt, chunk: int | No
     mix_KD, seeds = np.asarray(plan["mixtures"], np.float32), plan["seeds"]
     k, start = len(seeds), ckpt.latest_step() or 0
     mesh = proxies.proxy_mesh(k)
-    optimizer = train.make_optimizer(cfg.train)
+    optimizer = make_optimizer(cfg.train)
     state = proxies.init_proxies(cfg.model, optimizer, seeds, mix_KD, mesh)
     shardings = proxies.state_shardings(state, mesh)
     if start:
