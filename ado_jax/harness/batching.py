@@ -9,7 +9,9 @@ only the last quarter of the positions goes through the output projection when n
 batch scores more tokens. So a run compiles at most a few shapes per bucket, whatever its
 requests. The model is causal, so right padding never changes a real position's logits.
 ``score_packed`` scores requests that share a context once per context, several contexts per
-row (``ado_jax.harness.packing``); ``JaxLM`` uses it for every log-likelihood request. With a
+row (``ado_jax.harness.packing``); ``JaxLM`` uses it for every log-likelihood request. ``extend``
+generates greedily with a key/value cache (``ado_jax.models.decode``): each context goes through
+the model once, then each new token alone. With a
 mesh, batches are placed with their rows split over the batch axes
 (``ado_jax.sharding.batch_sharding``) and the model keeps its own (FSDP / tensor) sharding; every
 process passes the same requests and reads the same replicated results.
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ado_jax import sharding
 from ado_jax.harness import packing
+from ado_jax.models import decode
 
 
 def bucket_lengths(max_length: int, smallest: int = 64) -> tuple[int, ...]:
@@ -78,22 +81,33 @@ def _score_batch(model, inputs_BT, targets_BT, mask_BT, end_B, K: int, out_shard
     return logprob_BK, greedy_B
 
 
-def _extend_batch(model, tokens_BT, lengths_B, n_steps: int, out_sharding):
-    """Appends ``n_steps`` greedy tokens to each row at ``lengths_B`` (a full forward pass per
-    token: the model keeps no KV cache); returns ``(tokens_BT, lengths_B)``."""
+def _prefill_batch(model, tokens_BT, lengths_B):
+    """``(cache, next_B)``: the key/value cache of the padded contexts and each row's first
+    greedy token (``ado_jax.models.decode``)."""
+    logits_BV, cache = decode.prefill(model, tokens_BT, lengths_B)
+    return cache, jnp.argmax(logits_BV, axis=-1).astype(tokens_BT.dtype)
+
+
+def _extend_batch(model, cache, tokens_BT, lengths_B, next_B, n_steps: int, out_sharding):
+    """Appends ``n_steps`` greedy tokens to each row at ``lengths_B``, one cached decoding step per
+    token (a row that reaches T stops growing); returns ``(cache, tokens_BT, lengths_B, next_B)``,
+    ``next_B`` the token each row appends next."""
     B, T = tokens_BT.shape
     rows_B = jnp.arange(B)
 
     def step(_, carry):
-        tokens_BT, lengths_B = carry
-        logits_BTV = model(tokens_BT)
-        last_BV = jnp.take_along_axis(logits_BTV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+        cache, tokens_BT, lengths_B, next_B = carry
+        room_B = lengths_B < T
         pos_B = jnp.minimum(lengths_B, T - 1)
-        new_B = jnp.where(lengths_B < T, jnp.argmax(last_BV, axis=-1).astype(tokens_BT.dtype), tokens_BT[rows_B, pos_B])
-        return tokens_BT.at[rows_B, pos_B].set(new_B), jnp.minimum(lengths_B + 1, T)
+        tokens_BT = tokens_BT.at[rows_B, pos_B].set(jnp.where(room_B, next_B, tokens_BT[rows_B, pos_B]))
+        logits_BV, cache = decode.decode_step(model, cache, next_B, pos_B)
+        next_B = jnp.where(room_B, jnp.argmax(logits_BV, axis=-1).astype(next_B.dtype), next_B)
+        return cache, tokens_BT, jnp.minimum(lengths_B + 1, T), next_B
 
-    out = jax.lax.fori_loop(0, n_steps, step, (tokens_BT, lengths_B))
-    return out if out_sharding is None else jax.lax.with_sharding_constraint(out, out_sharding)
+    cache, tokens_BT, lengths_B, next_B = jax.lax.fori_loop(0, n_steps, step, (cache, tokens_BT, lengths_B, next_B))
+    if out_sharding is not None:
+        tokens_BT, lengths_B = jax.lax.with_sharding_constraint((tokens_BT, lengths_B), out_sharding)
+    return cache, tokens_BT, lengths_B, next_B
 
 
 class BucketedRunner:
@@ -120,7 +134,10 @@ class BucketedRunner:
         self.max_batch_tokens = max_batch_tokens
         out = None if mesh is None else NamedSharding(mesh, P())
         self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out))
-        self._extend = eqx.filter_jit(lambda m, x, n, steps: _extend_batch(m, x, n, steps, out))
+        self._prefill = eqx.filter_jit(_prefill_batch)
+        # The cache, tokens and lengths of a chunk are replaced by the next's: donated.
+        self._extend = eqx.filter_jit(lambda m, c, x, n, nxt, steps: _extend_batch(m, c, x, n, nxt, steps, out),
+                                      donate="all-except-first")
         self._score_packed = eqx.filter_jit(lambda m, *arrays: packing.score_packed_batch(m, *arrays, out))
 
     def rows(self, T: int, needed: int | None = None) -> int:
@@ -264,8 +281,9 @@ class BucketedRunner:
                 tokens_BT[row, :len(contexts[r])], length_B[row] = contexts[r], len(contexts[r])
             start_B, done = length_B.copy(), np.zeros(len(idx), bool)
             tokens, length = self._put(tokens_BT), self._put(length_B)
+            cache, nxt = self._prefill(self.model, tokens, length)
             for _ in range(0, max_new, self.gen_chunk):
-                tokens, length = self._extend(self.model, tokens, length, self.gen_chunk)
+                cache, tokens, length, nxt = self._extend(self.model, cache, tokens, length, nxt, self.gen_chunk)
                 host, ends = np.asarray(tokens), np.asarray(length)
                 for row, r in enumerate(idx):
                     if not done[row]:  # a finished row keeps what it had (the batch may go on)

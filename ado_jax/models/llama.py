@@ -10,6 +10,7 @@ F ff width, V vocab, L layers.
 Training calls ``model(tokens_BT)``: positions 0..T-1 and causal attention. The harness
 (ado_jax/harness/packing.py) also passes per-token ``positions_BT`` and an attention mask, to
 score several sequences that share a prefix in one row; neither changes the default path.
+Greedy generation with a key/value cache is ``ado_jax.models.decode``.
 """
 
 from __future__ import annotations
@@ -148,11 +149,15 @@ class Block(eqx.Module):
 
     def __call__(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig,
                  mask_BTT: Array | None = None) -> Array:
+        q_BTHE, k_BTKE, v_BTKE = self.qkv(x_BTD, sin_TE, cos_TE, cfg)
+        return self.finish(x_BTD, attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention, mask_BTT), cfg)
+
+    def qkv(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig) -> tuple[Array, Array, Array]:
+        """The attention's inputs: queries ``[B, T, H, E]``, keys and values ``[B, T, K, E]``
+        (normed and rotated; ``ado_jax.models.decode`` caches the keys and values)."""
         B, T, D = x_BTD.shape
         E = D // cfg.n_heads
-        dt = x_BTD.dtype
-        w = jax.tree.map(lambda a: a.astype(dt), self)
-
+        w = jax.tree.map(lambda a: a.astype(x_BTD.dtype), self)
         # Weight matmuls run on [N = B*T, D] rows: with 2-D operands the backward's weight
         # gradients (x^T g) contract over one row axis, and XLA needs no transpose + copy of the
         # activations to feed them (benchmarks/remat_bench.py; docs/training.md).
@@ -163,11 +168,13 @@ class Block(eqx.Module):
         if cfg.qk_norm:
             q_BTHE = rms_norm(q_BTHE, self.q_norm, cfg.norm_eps)
             k_BTKE = rms_norm(k_BTKE, self.k_norm, cfg.norm_eps)
-        q_BTHE = apply_rotary(q_BTHE, sin_TE, cos_TE)
-        k_BTKE = apply_rotary(k_BTKE, sin_TE, cos_TE)
-        attn_BTHE = attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention, mask_BTT)
-        x_BTD = x_BTD + (attn_BTHE.reshape(B * T, D) @ w.wo).reshape(B, T, D)
+        return apply_rotary(q_BTHE, sin_TE, cos_TE), apply_rotary(k_BTKE, sin_TE, cos_TE), v_BTKE
 
+    def finish(self, x_BTD: Array, attn_BTHE: Array, cfg: ModelConfig) -> Array:
+        """The block's output ``[B, T, D]`` from its input and the attention's ``[B, T, H, E]``."""
+        B, T, D = x_BTD.shape
+        w = jax.tree.map(lambda a: a.astype(x_BTD.dtype), self)
+        x_BTD = x_BTD + (attn_BTHE.reshape(B * T, D) @ w.wo).reshape(B, T, D)
         h_ND = rms_norm(x_BTD, self.mlp_norm, cfg.norm_eps).reshape(B * T, D)
         ff_NF = jax.nn.silu(h_ND @ w.w_gate) * (h_ND @ w.w_up)
         return x_BTD + (ff_NF @ w.w_down).reshape(B, T, D)
