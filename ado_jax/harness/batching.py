@@ -59,12 +59,12 @@ def bucket_for(length: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"a request of {length} tokens is longer than the longest bucket {buckets[-1]}")
 
 
-def _score_batch(model, inputs_BT, targets_BT, mask_BT, end_B, K: int, out_sharding):
+def _score_batch(model, inputs_BT, targets_BT, mask_BT, end_B, K: int, out_sharding, attention=None):
     """``(logprob_BK, greedy_B)``: the log-probability of each masked target among the last
     ``K`` positions before ``end_B`` (float32 log-softmax; 0 elsewhere; the caller sums in
     float64), and whether every masked target is the argmax. Only those ``K`` positions go
     through the output projection: the ``[B, K, V]`` logits, not ``[B, T, V]``, are materialized."""
-    x_BTD = model.features(inputs_BT)
+    x_BTD = model.features(inputs_BT, attention=attention)
     pos_BK = end_B[:, None] - K + jnp.arange(K)[None, :]
     keep_BK = pos_BK >= 0
     pos_BK = jnp.maximum(pos_BK, 0)
@@ -81,10 +81,10 @@ def _score_batch(model, inputs_BT, targets_BT, mask_BT, end_B, K: int, out_shard
     return logprob_BK, greedy_B
 
 
-def _prefill_batch(model, tokens_BT, lengths_B):
+def _prefill_batch(model, tokens_BT, lengths_B, attention=None):
     """``(cache, next_B)``: the key/value cache of the padded contexts and each row's first
     greedy token (``ado_jax.models.decode``)."""
-    logits_BV, cache = decode.prefill(model, tokens_BT, lengths_B)
+    logits_BV, cache = decode.prefill(model, tokens_BT, lengths_B, attention)
     return cache, jnp.argmax(logits_BV, axis=-1).astype(tokens_BT.dtype)
 
 
@@ -133,12 +133,15 @@ class BucketedRunner:
         self.batch_size = -(-batch_size // self.split) * self.split
         self.max_batch_tokens = max_batch_tokens
         out = None if mesh is None else NamedSharding(mesh, P())
-        self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out))
-        self._prefill = eqx.filter_jit(_prefill_batch)
+        # Scoring is inference: on CPU, attention in a loop over groups of rows (the same numbers,
+        # faster on long rows; ado_jax.models.attention.attention_by_rows).
+        kind = "xla_rows" if model.cfg.attention == "auto" and jax.default_backend() == "cpu" else None
+        self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out, kind))
+        self._prefill = eqx.filter_jit(lambda m, x, n: _prefill_batch(m, x, n, kind))
         # The cache, tokens and lengths of a chunk are replaced by the next's: donated.
         self._extend = eqx.filter_jit(lambda m, c, x, n, nxt, steps: _extend_batch(m, c, x, n, nxt, steps, out),
                                       donate="all-except-first")
-        self._score_packed = eqx.filter_jit(lambda m, *arrays: packing.score_packed_batch(m, *arrays, out))
+        self._score_packed = eqx.filter_jit(lambda m, *arrays: packing.score_packed_batch(m, *arrays, out, kind))
 
     def rows(self, T: int, needed: int | None = None) -> int:
         """Rows of a batch of bucket ``T``: a multiple of the batch axes within both limits (for

@@ -164,10 +164,12 @@ def attention_mask(group_BT: jax.Array, segment_BT: jax.Array) -> jax.Array:
     return same_group & ((key_segment == 0) | (key_segment == segment_BT[:, :, None]))
 
 
-def score_packed_batch(model, tokens_BT, positions_BT, group_BT, segment_BT, row_S, pos_S, target_S, out_sharding):
+def score_packed_batch(model, tokens_BT, positions_BT, group_BT, segment_BT, row_S, pos_S, target_S, out_sharding,
+                       attention=None):
     """``(logprob_S, greedy_S)``: the float32 log-probability of each scored token (``layout_rows``)
-    and whether it is the argmax; only the S scored positions go through the output projection."""
-    x_BTD = model.features(tokens_BT, positions_BT, attention_mask(group_BT, segment_BT))
+    and whether it is the argmax; only the S scored positions go through the output projection.
+    ``attention``: the model's attention kernel for this call (None: ``model.cfg.attention``)."""
+    x_BTD = model.features(tokens_BT, positions_BT, attention_mask(group_BT, segment_BT), attention)
     logits_SV = model.logits(x_BTD[row_S, pos_S][None])[0].astype(jnp.float32)
     target_lp_S = jnp.take_along_axis(logits_SV, target_S[:, None], axis=-1)[:, 0]
     logprob_S = target_lp_S - jax.nn.logsumexp(logits_SV, axis=-1)

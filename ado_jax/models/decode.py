@@ -18,7 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ado_jax.models.llama import Llama, attention, rms_norm, rotary_tables
+from ado_jax.models.attention import attention
+from ado_jax.models.llama import Llama, rms_norm, rotary_tables
 
 Array = jax.Array
 
@@ -30,10 +31,11 @@ class KVCache(NamedTuple):
     v_LBSKE: Array
 
 
-def prefill(model: Llama, tokens_BS: Array, lengths_B: Array) -> tuple[Array, KVCache]:
+def prefill(model: Llama, tokens_BS: Array, lengths_B: Array, kind: str | None = None) -> tuple[Array, KVCache]:
     """Runs ``model`` once over ``tokens_BS`` (int, right-padded; ``lengths_B`` int [B], each in
-    ``1..S``); returns the float32 logits ``[B, V]`` of each row's last token (at
-    ``lengths_B - 1``: they choose the next token) and the cache of all S slots."""
+    ``1..S``), with the attention kernel ``kind`` (default ``model.cfg.attention``); returns the
+    float32 logits ``[B, V]`` of each row's last token (at ``lengths_B - 1``: they choose the next
+    token) and the cache of all S slots."""
     cfg = model.cfg
     B, S = tokens_BS.shape
     sin_SE, cos_SE = rotary_tables(S, cfg.d_model // cfg.n_heads, cfg.rope_theta)
@@ -41,7 +43,7 @@ def prefill(model: Llama, tokens_BS: Array, lengths_B: Array) -> tuple[Array, KV
 
     def layer(x_BSD, block):
         q_BSHE, k_BSKE, v_BSKE = block.qkv(x_BSD, sin_SE, cos_SE, cfg)
-        return block.finish(x_BSD, attention(q_BSHE, k_BSKE, v_BSKE, cfg.attention), cfg), (k_BSKE, v_BSKE)
+        return block.finish(x_BSD, attention(q_BSHE, k_BSKE, v_BSKE, kind or cfg.attention), cfg), (k_BSKE, v_BSKE)
 
     x_BSD, (k_LBSKE, v_LBSKE) = jax.lax.scan(layer, x_BSD, model.blocks)
     last_B1D = jnp.take_along_axis(x_BSD, (lengths_B - 1)[:, None, None], axis=1)

@@ -22,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ado_jax.models.attention import attention
 from ado_jax.options import option
 
 Array = jax.Array
@@ -47,7 +48,9 @@ class ModelConfig:
     compute_dtype: str = option("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
     remat: str = option("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
     attention: str = option("auto", "attention kernel: auto (cuDNN's fused kernel on GPU in bfloat16/float16 where "
-                                    "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn")
+                                    "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn | xla_rows "
+                                    "(XLA in a loop over groups of rows: faster CPU inference on long rows; the "
+                                    "harness uses it on CPU)")
 
     @property
     def ff_dim(self) -> int:
@@ -61,33 +64,6 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-
-
-ATTENTION = ("auto", "xla", "cudnn")
-
-
-def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str = "auto", mask_BTT: Array | None = None) -> Array:
-    """[B, T, H, E] causal attention by ``jax.nn.dot_product_attention`` (GQA: its K kv heads
-    are broadcast over the H query heads). ``mask_BTT`` (bool, optional): query t may also read
-    key s only where ``mask_BTT[b, t, s]`` (AND-ed with the causal mask).
-
-    ``kind``: ``"xla"``; ``"cudnn"`` (the fused cuDNN kernel, GPU and bfloat16/float16 only;
-    raises where cuDNN does not support the shapes); ``"auto"``: cuDNN on a GPU backend in
-    bfloat16/float16, falling back to XLA where cuDNN rejects the call (at trace time), else XLA.
-    """
-    if kind not in ATTENTION:
-        raise ValueError(f"model.attention={kind!r}: expected one of {ATTENTION}")
-    mask = None if mask_BTT is None else mask_BTT[:, None]  # [B, 1, T, T]: every head
-    attend = lambda impl: jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, mask=mask, is_causal=True,
-                                                       implementation=impl)
-    if kind == "auto":
-        if jax.default_backend() == "gpu" and q_BTHE.dtype in (jnp.bfloat16, jnp.float16):
-            try:
-                return attend("cudnn")
-            except (ValueError, NotImplementedError, RuntimeError, TypeError):
-                return attend("xla")
-        return attend("xla")
-    return attend(kind)
 
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -148,9 +124,9 @@ class Block(eqx.Module):
             w_up=normal(ks[5], (d, f)), w_down=normal(ks[6], (f, d), out_std))
 
     def __call__(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig,
-                 mask_BTT: Array | None = None) -> Array:
+                 mask_BTT: Array | None = None, kind: str | None = None) -> Array:
         q_BTHE, k_BTKE, v_BTKE = self.qkv(x_BTD, sin_TE, cos_TE, cfg)
-        return self.finish(x_BTD, attention(q_BTHE, k_BTKE, v_BTKE, cfg.attention, mask_BTT), cfg)
+        return self.finish(x_BTD, attention(q_BTHE, k_BTKE, v_BTKE, kind or cfg.attention, mask_BTT), cfg)
 
     def qkv(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig) -> tuple[Array, Array, Array]:
         """The attention's inputs: queries ``[B, T, H, E]``, keys and values ``[B, T, K, E]``
@@ -199,16 +175,19 @@ class Llama(eqx.Module):
         self.unembed = None if cfg.tie_embeddings else (
             cfg.init_std * jax.random.normal(k_out, (cfg.d_model, cfg.vocab_size))).astype(dtype)
 
-    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None) -> Array:
-        return self.logits(self.features(tokens_BT, positions_BT, mask_BTT))
+    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None,
+                 attention: str | None = None) -> Array:
+        return self.logits(self.features(tokens_BT, positions_BT, mask_BTT, attention))
 
-    def features(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None) -> Array:
+    def features(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None,
+                 attention: str | None = None) -> Array:
         """The final RMS-normalized residual stream ``[B, T, D]`` (compute dtype) that the output
         projection reads: ``model(tokens) == model.logits(model.features(tokens))``.
 
         Optional: ``positions_BT`` (int) the rotary position of each token (default 0..T-1 in
         every row); ``mask_BTT`` (bool) which keys s each query t may read, AND-ed with the causal
-        mask (default: the causal mask alone)."""
+        mask (default: the causal mask alone); ``attention`` a kernel for this call in place of
+        ``cfg.attention`` (``ado_jax.models.attention``)."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.compute_dtype)
         T = tokens_BT.shape[1]
@@ -217,7 +196,7 @@ class Llama(eqx.Module):
         x_BTD = jnp.take(self.embed, tokens_BT, axis=0).astype(dt)
 
         def layer(x, block):
-            return block(x, sin_TE, cos_TE, cfg, mask_BTT), None
+            return block(x, sin_TE, cos_TE, cfg, mask_BTT, attention), None
 
         policy = REMAT_POLICIES[cfg.remat]
         if cfg.remat != "none":
