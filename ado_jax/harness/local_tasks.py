@@ -134,10 +134,10 @@ def build_heldout_tasks(corpus_dir, out_dir, domains=None, num: int = 200, seed:
             head = (f"# {kind} task over the held-out text of domain {domain!r} of {corpus_dir.resolve()}"
                     f" (ado_jax.harness.local_tasks, seed {seed})\n")
             storage.write_text(out_dir / f"{name}.yaml",  # no delimiter: the text is cut mid-line, spaces and all
-                          head + f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-                          f"    test: {json.dumps(str(data))}\ntest_split: test\ntarget_delimiter: \"\"\n"
-                          + _YAML[kind]
-                          + "metadata:\n  version: 1.0\n")
+                               head + f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                               f"    test: {json.dumps(str(data))}\ntest_split: test\ntarget_delimiter: \"\"\n"
+                               + _YAML[kind]
+                               + "metadata:\n  version: 1.0\n")
             tasks[name] = kind
     return sorted(tasks, key=lambda t: (KINDS.index(tasks[t]), t))
 

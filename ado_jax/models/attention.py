@@ -46,18 +46,17 @@ def attention_by_rows(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, mask_BTT: Arr
 
     XLA:CPU writes the [B, H, T, T] scores out and passes over them several times (mask, max,
     exp, sum, normalize, the values' product), at memory speed once they outgrow the caches; a
-    group's scores stay in cache. The harness scores long rows with it on CPU: 1.24x to 1.40-1.58x the
-    requests/s of lm-eval's hf backend (``benchmarks/harness_bench.py``). Not for training: the
-    loop's backward made CPU train steps no faster (demo, gpt2-124m). Row ``j * groups + i`` goes
-    to step ``i``, so rows sharded over devices stay sharded in every step.
+    group's scores stay in cache. The harness scores long rows with it on CPU: 1.24x to
+    1.40-1.58x the requests/s of lm-eval's hf backend (``benchmarks/harness_bench.py``). Not for
+    training: the loop's backward made CPU train steps no faster (demo, gpt2-124m). Row
+    ``j * groups + i`` goes to step ``i``, so rows sharded over devices stay sharded in every step.
     """
     B, T, H, _ = q_BTHE.shape
     per_step = max(1, ROWS_SCORES_BYTES // (H * T * k_BTKE.shape[1] * 4))
     groups = next(g for g in range(-(-B // per_step), B + 1) if B % g == 0)
-    mask = None if mask_BTT is None else mask_BTT[:, None]
-    rows = lambda a: jax.nn.dot_product_attention(*a[:3], mask=a[3], is_causal=True, implementation="xla")
+    rows = lambda a: attention(a[0], a[1], a[2], "xla", a[3])  # each group: the xla kernel itself
     if groups == 1:
-        return rows((q_BTHE, k_BTKE, v_BTKE, mask))
+        return rows((q_BTHE, k_BTKE, v_BTKE, mask_BTT))
     split = lambda x: None if x is None else jnp.swapaxes(x.reshape(B // groups, groups, *x.shape[1:]), 0, 1)
-    out = jax.lax.map(rows, (split(q_BTHE), split(k_BTKE), split(v_BTKE), split(mask)))
+    out = jax.lax.map(rows, (split(q_BTHE), split(k_BTKE), split(v_BTKE), split(mask_BTT)))
     return jnp.swapaxes(out, 0, 1).reshape(q_BTHE.shape)

@@ -37,7 +37,7 @@ def prefill(model: Llama, tokens_BS: Array, lengths_B: Array, kind: str | None =
     float32 logits ``[B, V]`` of each row's last token (at ``lengths_B - 1``: they choose the next
     token) and the cache of all S slots."""
     cfg = model.cfg
-    B, S = tokens_BS.shape
+    S = tokens_BS.shape[1]
     sin_SE, cos_SE = rotary_tables(S, cfg.d_model // cfg.n_heads, cfg.rope_theta)
     x_BSD = jnp.take(model.embed, tokens_BS, axis=0).astype(jnp.dtype(cfg.compute_dtype))
 
