@@ -161,3 +161,65 @@ def test_attention_by_rows_equals_xla_with_gqa_masks_and_uneven_groups(monkeypat
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="model.attention='flash'"):
         attn.attention(q, k, v, "flash")
+
+
+def _packed_ids(rng, B, T):
+    """``(group_BT, segment_BT)`` of rows packed as the harness packs them: contiguous groups of a
+    prefix (segment 0) and 1-3 branches (segments 1, 2, ...), padding (-1) at the end."""
+    group, segment = np.full((B, T), -1, np.int32), np.zeros((B, T), np.int32)
+    for b in range(B):
+        at, g = 0, 0
+        while True:
+            prefix, branches = int(rng.integers(3, 40)), rng.integers(1, 15, int(rng.integers(1, 4)))
+            if at + prefix + branches.sum() > T - 3:
+                break
+            group[b, at:at + prefix], at = g, at + prefix
+            for i, n in enumerate(branches, start=1):
+                group[b, at:at + n], segment[b, at:at + n], at = g, i, at + n
+            g += 1
+    return jnp.asarray(group), jnp.asarray(segment)
+
+
+@pytest.mark.parametrize("shards,block", [(1, 16), (2, 32), (3, 64)])
+def test_attention_by_blocks_equals_xla_with_packed_dense_and_causal_masks(shards, block):
+    from ado_jax.models import attention as attn
+
+    B, T, H, K, E = 6, 100, 4, 2, 8  # T is no multiple of the block: the kernel pads
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    q = jax.random.normal(keys[0], (B, T, H, E))
+    k, v = (jax.random.normal(x, (B, T, K, E)) for x in keys[1:3])
+    packed = attn.SegmentMask(*_packed_ids(np.random.default_rng(shards), B, T))
+    dense = jax.random.bernoulli(keys[3], 0.7, (B, T, T)) | jnp.eye(T, dtype=bool)
+    dense = dense.at[0, 5].set(False)  # query 5 of row 0 reads no key: 0
+    blocks = jax.jit(lambda q, k, v, m: attn.attention_by_blocks(q, k, v, m, block=block, shards=shards))
+    real = np.asarray(packed.group_BT >= 0)  # padding: whatever it reads, never read by a real token
+    reads = np.ones((B, T), bool)
+    reads[0, 5] = False
+    for mask, rows in ((packed, real), (dense, reads), (None, np.ones((B, T), bool))):
+        want = attn.attention(q, k, v, "xla", mask)
+        got = blocks(q, k, v, mask)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(np.where(rows[..., None, None], got, 0), np.where(rows[..., None, None], want, 0),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(blocks(q, k, v, dense)[0, 5], 0.0)
+    # attention(kind="xla_blocks") is this kernel with its default block and one shard
+    np.testing.assert_allclose(attn.attention(q, k, v, "xla_blocks", packed),
+                               attn.attention_by_blocks(q, k, v, packed), rtol=1e-6, atol=1e-6)
+
+
+def test_attention_by_blocks_keeps_batch_sharded_rows_on_their_devices():
+    from ado_jax import sharding
+    from ado_jax.config import MeshConfig
+    from ado_jax.models import attention as attn
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = sharding.make_mesh(MeshConfig(data=len(jax.devices())))
+    B, T, H, E = 2 * mesh.size, 64, 2, 8
+    rows = NamedSharding(mesh, P(sharding.BATCH_AXES))
+    q, k, v = (jax.device_put(jax.random.normal(jax.random.PRNGKey(i), (B, T, H, E)), rows) for i in range(3))
+    ids = jax.device_put(jnp.zeros((B, T), jnp.int32), rows)
+    for shards, gathers in ((mesh.size, False), (1, True)):  # one row per device per step; else all rows everywhere
+        f = jax.jit(lambda q, k, v, m: attn.attention_by_blocks(q, k, v, m, block=16, shards=shards))
+        assert ("all-gather" in f.lower(q, k, v, attn.SegmentMask(ids, ids)).compile().as_text()) is gathers
+    out = f(q, k, v, attn.SegmentMask(ids, ids))
+    np.testing.assert_allclose(out, attn.attention(q, k, v, "xla"), rtol=1e-5, atol=1e-5)

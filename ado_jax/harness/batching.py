@@ -21,6 +21,7 @@ Shapes: R requests, B rows of a batch, T bucket length, V vocabulary.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from ado_jax import sharding
 from ado_jax.harness import packing
 from ado_jax.models import decode
+from ado_jax.models.attention import attention_by_blocks
 
 
 def bucket_lengths(max_length: int, smallest: int = 64) -> tuple[int, ...]:
@@ -133,9 +135,12 @@ class BucketedRunner:
         self.batch_size = -(-batch_size // self.split) * self.split
         self.max_batch_tokens = max_batch_tokens
         out = None if mesh is None else NamedSharding(mesh, P())
-        # Scoring is inference: on CPU, attention in a loop over groups of rows (the same numbers,
-        # faster on long rows; ado_jax.models.attention.attention_by_rows).
-        kind = "xla_rows" if model.cfg.attention == "auto" and jax.default_backend() == "cpu" else None
+        # Scoring is inference: on CPU, attention by query blocks against only the key blocks they
+        # read (not the upper triangle, not the other sequences of a packed row), each block's
+        # scores in cache (ado_jax.models.attention.attention_by_blocks); one row per device per
+        # loop step, so rows stay on their devices.
+        self.blocks = model.cfg.attention == "auto" and jax.default_backend() == "cpu"
+        kind = functools.partial(attention_by_blocks, shards=self.split) if self.blocks else None
         self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out, kind))
         self._prefill = eqx.filter_jit(lambda m, x, n: _prefill_batch(m, x, n, kind))
         # The cache, tokens and lengths of a chunk are replaced by the next's: donated.
@@ -215,11 +220,15 @@ class BucketedRunner:
 
     def cost(self, lengths: Sequence[int], buckets: Sequence[int] | None = None) -> float:
         """Estimated forward FLOPs of the batches of sequences of ``lengths`` tokens: every padded
-        position's weight matmuls, plus attention over its whole bucket (XLA computes [T, T])."""
+        position's weight matmuls, plus attention over its whole bucket (XLA computes [T, T]), or
+        with the block kernel over half a window of at most ``max_length`` keys (a query reads its
+        own sequence's earlier tokens)."""
         c = self.model.cfg
         HE, KE = c.d_model, c.n_kv_heads * (c.d_model // c.n_heads)
         matmul = 2 * c.n_layers * (2 * c.d_model * HE + 2 * c.d_model * KE + 3 * c.d_model * c.ff_dim)
-        return float(sum(B * T * (matmul + 4 * c.n_layers * HE * T) for T, B, _ in self._batches(lengths, buckets)))
+        keys = (lambda T: min(T, self.buckets[-1]) / 2) if self.blocks else (lambda T: T)
+        batches = self._batches(lengths, buckets)
+        return float(sum(B * T * (matmul + 4 * c.n_layers * HE * keys(T)) for T, B, _ in batches))
 
     def pack(self, groups: Sequence[packing.Group]) -> tuple[list[packing.Group], list[list[int]], list[int]]:
         """Splits ``groups`` (``packing.split_groups``) and packs them into rows

@@ -5,9 +5,10 @@ one context (HellaSwag 4, ARC 4-5, PIQA 2), so the padded one-request-per-row pa
 (``BucketedRunner.score``) runs the context through the model once per continuation. Here a
 *group* is a shared prefix ``P`` (the context, as lm-eval's left truncation leaves it) and its
 *branches* ``b_i`` (the continuations); its row segment holds ``P`` once and then each branch's
-tokens but its last (``b_i[:-1]``: the last token is only a target). An attention mask lets a
-branch token read every token of ``P`` and, causally, the tokens of its own branch, but no other
-branch and no other group of the row; each branch's rotary positions restart at ``len(P)``. So
+tokens but its last (``b_i[:-1]``: the last token is only a target). An attention mask
+(``ado_jax.models.attention.SegmentMask``, from each token's group and branch) lets a branch
+token read every token of ``P`` and, causally, the tokens of its own branch, but no other branch
+and no other group of the row; each branch's rotary positions restart at ``len(P)``. So
 every scored position sees exactly the tokens, at exactly the positions, it would see in its own
 row ``P + b_i[:-1]``, and its log-probability is the same up to float rounding (1e-5 here in
 float32). A branch's first token is predicted from ``P``'s last position, which all branches
@@ -29,6 +30,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ado_jax.models.attention import SegmentMask
 
 
 @dataclasses.dataclass
@@ -156,20 +159,12 @@ def layout_rows(groups: Sequence[Group], rows: Sequence[Sequence[int]], B: int, 
     return tokens, positions, group, segment, cat(rows_S), cat(pos_S), cat(target_S), cat(request_S)
 
 
-def attention_mask(group_BT: jax.Array, segment_BT: jax.Array) -> jax.Array:
-    """``[B, T, T]`` bool: query t may read key s of the same group when s is on the prefix or on
-    t's own branch (the model adds the causal mask). A padding token reads only padding."""
-    same_group = group_BT[:, :, None] == group_BT[:, None, :]
-    key_segment = segment_BT[:, None, :]
-    return same_group & ((key_segment == 0) | (key_segment == segment_BT[:, :, None]))
-
-
 def score_packed_batch(model, tokens_BT, positions_BT, group_BT, segment_BT, row_S, pos_S, target_S, out_sharding,
                        attention=None):
     """``(logprob_S, greedy_S)``: the float32 log-probability of each scored token (``layout_rows``)
     and whether it is the argmax; only the S scored positions go through the output projection.
     ``attention``: the model's attention kernel for this call (None: ``model.cfg.attention``)."""
-    x_BTD = model.features(tokens_BT, positions_BT, attention_mask(group_BT, segment_BT), attention)
+    x_BTD = model.features(tokens_BT, positions_BT, SegmentMask(group_BT, segment_BT), attention)
     logits_SV = model.logits(x_BTD[row_S, pos_S][None])[0].astype(jnp.float32)
     target_lp_S = jnp.take_along_axis(logits_SV, target_S[:, None], axis=-1)[:, 0]
     logprob_S = target_lp_S - jax.nn.logsumexp(logits_SV, axis=-1)

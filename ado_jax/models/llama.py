@@ -22,7 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ado_jax.models.attention import attention
+from ado_jax.models.attention import Kernel, SegmentMask, attention
 from ado_jax.options import option
 
 Array = jax.Array
@@ -49,8 +49,8 @@ class ModelConfig:
     remat: str = option("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
     attention: str = option("auto", "attention kernel: auto (cuDNN's fused kernel on GPU in bfloat16/float16 where "
                                     "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn | xla_rows "
-                                    "(XLA in a loop over groups of rows: faster CPU inference on long rows; the "
-                                    "harness uses it on CPU)")
+                                    "(XLA in a loop over groups of rows) | xla_blocks (query blocks against only "
+                                    "the key blocks they read, inference only: the harness uses it on CPU)")
 
     @property
     def ff_dim(self) -> int:
@@ -124,7 +124,7 @@ class Block(eqx.Module):
             w_up=normal(ks[5], (d, f)), w_down=normal(ks[6], (f, d), out_std))
 
     def __call__(self, x_BTD: Array, sin_TE: Array, cos_TE: Array, cfg: ModelConfig,
-                 mask_BTT: Array | None = None, kind: str | None = None) -> Array:
+                 mask_BTT: Array | SegmentMask | None = None, kind: str | Kernel | None = None) -> Array:
         q_BTHE, k_BTKE, v_BTKE = self.qkv(x_BTD, sin_TE, cos_TE, cfg)
         return self.finish(x_BTD, attention(q_BTHE, k_BTKE, v_BTKE, kind or cfg.attention, mask_BTT), cfg)
 
@@ -175,19 +175,20 @@ class Llama(eqx.Module):
         self.unembed = None if cfg.tie_embeddings else (
             cfg.init_std * jax.random.normal(k_out, (cfg.d_model, cfg.vocab_size))).astype(dtype)
 
-    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None,
-                 attention: str | None = None) -> Array:
+    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None,
+                 mask_BTT: Array | SegmentMask | None = None, attention: str | Kernel | None = None) -> Array:
         return self.logits(self.features(tokens_BT, positions_BT, mask_BTT, attention))
 
-    def features(self, tokens_BT: Array, positions_BT: Array | None = None, mask_BTT: Array | None = None,
-                 attention: str | None = None) -> Array:
+    def features(self, tokens_BT: Array, positions_BT: Array | None = None,
+                 mask_BTT: Array | SegmentMask | None = None, attention: str | Kernel | None = None) -> Array:
         """The final RMS-normalized residual stream ``[B, T, D]`` (compute dtype) that the output
         projection reads: ``model(tokens) == model.logits(model.features(tokens))``.
 
         Optional: ``positions_BT`` (int) the rotary position of each token (default 0..T-1 in
         every row); ``mask_BTT`` (bool) which keys s each query t may read, AND-ed with the causal
-        mask (default: the causal mask alone); ``attention`` a kernel for this call in place of
-        ``cfg.attention`` (``ado_jax.models.attention``)."""
+        mask (default: the causal mask alone), or a ``SegmentMask`` (packed rows); ``attention`` a
+        kernel name or function for this call in place of ``cfg.attention``
+        (``ado_jax.models.attention``)."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.compute_dtype)
         T = tokens_BT.shape[1]
