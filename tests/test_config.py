@@ -36,6 +36,8 @@ def test_overrides_are_typed():
     ("model.n_heads=5", "not divisible by model.n_heads=5"),
     ("train.grad_accum=3", "not divisible by train.grad_accum=3"),
     ("model.remat=some", "model.remat='some'"),
+    ("model.attention=flash", "model.attention='flash': expected one of"),
+    ("model.attention=xla_blocks", "model.attention='xla_blocks' is inference only"),
     ("train.seq_len=5000", "exceeds model.max_seq_len"),
     ("train.steps", "expected key=value"),
     ("mixer.name=adoo", "mixer.name='adoo': expected one of static, natural"),

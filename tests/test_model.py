@@ -145,24 +145,6 @@ def test_attention_kinds_agree_on_cpu_and_a_bad_kind_names_itself():
         Llama(dataclasses.replace(CFG, attention="flash"), jax.random.PRNGKey(0))(toks)
 
 
-def test_attention_by_rows_equals_xla_with_gqa_masks_and_uneven_groups(monkeypatch):
-    from ado_jax.models import attention as attn
-
-    B, T, H, K, E = 6, 32, 4, 2, 16
-    keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    q = jax.random.normal(keys[0], (B, T, H, E))
-    k, v = (jax.random.normal(x, (B, T, K, E)) for x in keys[1:3])
-    mask = jax.random.bernoulli(keys[3], 0.7, (B, T, T)) | jnp.eye(T, dtype=bool)
-    # 2 rows' scores per step: B = 6 runs as 3 steps of rows {0, 3}, {1, 4}, {2, 5}
-    monkeypatch.setattr(attn, "ROWS_SCORES_BYTES", 2 * H * T * T * 4)
-    for m in (None, mask):
-        want = attn.attention(q, k, v, "xla", m)
-        got = jax.jit(lambda q, k, v, m: attn.attention(q, k, v, "xla_rows", m))(q, k, v, m)
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="model.attention='flash'"):
-        attn.attention(q, k, v, "flash")
-
-
 def _packed_ids(rng, B, T):
     """``(group_BT, segment_BT)`` of rows packed as the harness packs them: contiguous groups of a
     prefix (segment 0) and 1-3 branches (segments 1, 2, ...), padding (-1) at the end."""

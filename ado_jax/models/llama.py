@@ -48,9 +48,9 @@ class ModelConfig:
     compute_dtype: str = option("bfloat16", "dtype of activations and matmuls (float32 for exact CPU runs)")
     remat: str = option("full", "jax.checkpoint policy per block: none | full | dots | dots_no_batch")
     attention: str = option("auto", "attention kernel: auto (cuDNN's fused kernel on GPU in bfloat16/float16 where "
-                                    "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn | xla_rows "
-                                    "(XLA in a loop over groups of rows) | xla_blocks (query blocks against only "
-                                    "the key blocks they read, inference only: the harness uses it on CPU)")
+                                    "jax.nn.dot_product_attention offers it, else XLA) | xla | cudnn | xla_blocks "
+                                    "(query blocks against only the key blocks they read; inference only: the "
+                                    "harness uses it on CPU)")
 
     @property
     def ff_dim(self) -> int:
