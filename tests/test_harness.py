@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,6 +84,7 @@ def test_scores_equal_the_unpadded_model_one_compile_per_bucket(monkeypatch):
     traces = []
     real = batching._score_batch
     monkeypatch.setattr(batching, "_score_batch", lambda *a: traces.append((a[1].shape, a[5])) or real(*a))
+    jax.clear_caches()  # the jitted functions are module-level: another test may have compiled these shapes
     model = _model()
     rng = np.random.default_rng(0)
     lengths = [3, 9, 40, 64, 65, 66, 100, 129] + list(rng.integers(2, 60, 8))
@@ -105,6 +107,13 @@ def test_scores_equal_the_unpadded_model_one_compile_per_bucket(monkeypatch):
     logprob, _ = runner.score(short, [1] * len(short))
     assert traces[-1] == ((8, 64), 16)
     np.testing.assert_allclose(logprob, [_reference(model, s, 1)[0] for s in short], rtol=1e-5, atol=1e-5)
+    # A new runner (what every harness evaluation during training builds) of a model of the same
+    # shapes, other weights, compiles nothing new, and scores with the new weights.
+    n = len(traces)
+    other = jax.tree.map(lambda x: x * 1.5 if eqx.is_inexact_array(x) else x, model)
+    logprob, _ = batching.BucketedRunner(other, 128, batch_size=8).score(short, [1] * len(short))
+    assert len(traces) == n
+    np.testing.assert_allclose(logprob, [_reference(other, s, 1)[0] for s in short], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="request 0: 0 scored tokens of 5"):
         runner.score([[1, 2, 3, 4, 5]], [0])
 

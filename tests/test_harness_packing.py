@@ -61,6 +61,7 @@ def test_packed_scores_equal_the_unpacked_rows_and_the_model(monkeypatch):
     traces = []
     real = packing.score_packed_batch
     monkeypatch.setattr(packing, "score_packed_batch", lambda *a: traces.append((a[1].shape, a[5].shape)) or real(*a))
+    jax.clear_caches()  # the jitted functions are module-level: another test may have compiled these shapes
     model = _model()
     pairs = _mc_requests(np.random.default_rng(0))
     for i in [i for i, (_, k) in enumerate(pairs) if len(k) == 1][::2]:  # some one-token choices the model would make

@@ -112,6 +112,24 @@ def _extend_batch(model, cache, tokens_BT, lengths_B, next_B, n_steps: int, out_
     return cache, tokens_BT, lengths_B, next_B
 
 
+def _kernel(shards: int | None):
+    """The attention kernel of a runner's calls: None (the model's own) or attention by blocks
+    with ``shards`` runs of rows."""
+    return None if shards is None else functools.partial(attention_by_blocks, shards=shards)
+
+
+# Module-level jitted functions (the model an argument, the output sharding and the kernel's
+# shards static), so that every runner of the same model shapes reuses their compilations: a
+# harness evaluation during training builds a new runner each time and compiles nothing new.
+_score_jit = eqx.filter_jit(lambda m, x, y, k, e, K, out, shards: _score_batch(m, x, y, k, e, K, out, _kernel(shards)))
+_prefill_jit = eqx.filter_jit(lambda m, x, n, shards: _prefill_batch(m, x, n, _kernel(shards)))
+# The cache, tokens and lengths of a chunk are replaced by the next's: donated.
+_extend_jit = eqx.filter_jit(lambda m, c, x, n, nxt, steps, out: _extend_batch(m, c, x, n, nxt, steps, out),
+                             donate="all-except-first")
+_score_packed_jit = eqx.filter_jit(
+    lambda m, arrays, out, shards: packing.score_packed_batch(m, *arrays, out, _kernel(shards)))
+
+
 class BucketedRunner:
     """Scores and extends token requests with ``model`` (a ``Llama``) in bucketed batches.
 
@@ -134,19 +152,13 @@ class BucketedRunner:
         self.split = 1 if mesh is None else math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
         self.batch_size = -(-batch_size // self.split) * self.split
         self.max_batch_tokens = max_batch_tokens
-        out = None if mesh is None else NamedSharding(mesh, P())
+        self._out = None if mesh is None else NamedSharding(mesh, P())  # results: replicated
         # Scoring is inference: on CPU, attention by query blocks against only the key blocks they
         # read (not the upper triangle, not the other sequences of a packed row), each block's
         # scores in cache (ado_jax.models.attention.attention_by_blocks); one row per device per
         # loop step, so rows stay on their devices.
         self.blocks = model.cfg.attention == "auto" and jax.default_backend() == "cpu"
-        kind = functools.partial(attention_by_blocks, shards=self.split) if self.blocks else None
-        self._score = eqx.filter_jit(lambda m, x, y, k, e, K: _score_batch(m, x, y, k, e, K, out, kind))
-        self._prefill = eqx.filter_jit(lambda m, x, n: _prefill_batch(m, x, n, kind))
-        # The cache, tokens and lengths of a chunk are replaced by the next's: donated.
-        self._extend = eqx.filter_jit(lambda m, c, x, n, nxt, steps: _extend_batch(m, c, x, n, nxt, steps, out),
-                                      donate="all-except-first")
-        self._score_packed = eqx.filter_jit(lambda m, *arrays: packing.score_packed_batch(m, *arrays, out, kind))
+        self._shards = self.split if self.blocks else None
 
     def rows(self, T: int, needed: int | None = None) -> int:
         """Rows of a batch of bucket ``T``: a multiple of the batch axes within both limits (for
@@ -210,8 +222,8 @@ class BucketedRunner:
                 x_BT[row, :L], y_BT[row, :L], end_B[row] = seq[:-1], seq[1:], L
                 mask_BT[row, L - n_scored[r]:L] = True
             K = self.scored_window(T, max(n_scored[r] for r in idx))
-            lp_BK, greedy_B = self._score(self.model, self._put(x_BT), self._put(y_BT), self._put(mask_BT),
-                                          self._put(end_B), K)
+            lp_BK, greedy_B = _score_jit(self.model, self._put(x_BT), self._put(y_BT), self._put(mask_BT),
+                                         self._put(end_B), K, self._out, self._shards)
             logprob_R[idx] = np.asarray(lp_BK, np.float64)[:len(idx)].sum(axis=1)
             greedy_R[idx] = np.asarray(greedy_B)[:len(idx)]
             bar.update(len(idx))
@@ -266,9 +278,9 @@ class BucketedRunner:
                 groups, [rows[i] for i in idx], B, T)
             S, n = packing.points_bucket(len(row_S)), len(row_S)
             pad = lambda a: np.concatenate([a, np.zeros(S - n, np.int32)])
-            lp_S, greedy_S = self._score_packed(
-                self.model, *map(self._put, (tokens, positions, group, segment)),
-                *map(self._put_replicated, (pad(row_S), pad(pos_S), pad(target_S))))
+            arrays = (*map(self._put, (tokens, positions, group, segment)),
+                      *map(self._put_replicated, (pad(row_S), pad(pos_S), pad(target_S))))
+            lp_S, greedy_S = _score_packed_jit(self.model, arrays, self._out, self._shards)
             np.add.at(logprob_R, request_S, np.asarray(lp_S, np.float64)[:n])
             np.logical_and.at(greedy_R, request_S, np.asarray(greedy_S)[:n])
             bar.update(len(set(request_S.tolist())))
@@ -293,9 +305,10 @@ class BucketedRunner:
                 tokens_BT[row, :len(contexts[r])], length_B[row] = contexts[r], len(contexts[r])
             start_B, done = length_B.copy(), np.zeros(len(idx), bool)
             tokens, length = self._put(tokens_BT), self._put(length_B)
-            cache, nxt = self._prefill(self.model, tokens, length)
+            cache, nxt = _prefill_jit(self.model, tokens, length, self._shards)
             for _ in range(0, max_new, self.gen_chunk):
-                cache, tokens, length, nxt = self._extend(self.model, cache, tokens, length, nxt, self.gen_chunk)
+                cache, tokens, length, nxt = _extend_jit(self.model, cache, tokens, length, nxt, self.gen_chunk,
+                                                         self._out)
                 host, ends = np.asarray(tokens), np.asarray(length)
                 for row, r in enumerate(idx):
                     if not done[row]:  # a finished row keeps what it had (the batch may go on)
