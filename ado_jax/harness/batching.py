@@ -7,7 +7,9 @@ the model's maximum; at most 1.5x the request's length), and every full batch of
 same number of rows; a bucket's last, partial batch is padded to the next power of two of rows;
 only the last quarter of the positions goes through the output projection when no request of the
 batch scores more tokens. So a run compiles at most a few shapes per bucket, whatever its
-requests. The model is causal, so right padding never changes a real position's logits.
+requests, and the jitted functions are the module's: a later runner of a model of the same shapes
+(every harness evaluation during training builds one) compiles nothing. The model is causal, so
+right padding never changes a real position's logits.
 ``score_packed`` scores requests that share a context once per context, several contexts per
 row (``ado_jax.harness.packing``); ``JaxLM`` uses it for every log-likelihood request. ``extend``
 generates greedily with a key/value cache (``ado_jax.models.decode``): each context goes through
