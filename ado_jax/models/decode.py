@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ado_jax.models.attention import attention
+from ado_jax.models.attention import Kernel, attention
 from ado_jax.models.llama import Llama, rms_norm, rotary_tables
 
 Array = jax.Array
@@ -31,11 +31,12 @@ class KVCache(NamedTuple):
     v_LBSKE: Array
 
 
-def prefill(model: Llama, tokens_BS: Array, lengths_B: Array, kind: str | None = None) -> tuple[Array, KVCache]:
+def prefill(model: Llama, tokens_BS: Array, lengths_B: Array,
+            kind: str | Kernel | None = None) -> tuple[Array, KVCache]:
     """Runs ``model`` once over ``tokens_BS`` (int, right-padded; ``lengths_B`` int [B], each in
-    ``1..S``), with the attention kernel ``kind`` (default ``model.cfg.attention``); returns the
-    float32 logits ``[B, V]`` of each row's last token (at ``lengths_B - 1``: they choose the next
-    token) and the cache of all S slots."""
+    ``1..S``), with the attention kernel ``kind`` (a name or a function; default
+    ``model.cfg.attention``); returns the float32 logits ``[B, V]`` of each row's last token (at
+    ``lengths_B - 1``: they choose the next token) and the cache of all S slots."""
     cfg = model.cfg
     S = tokens_BS.shape[1]
     sin_SE, cos_SE = rotary_tables(S, cfg.d_model // cfg.n_heads, cfg.rope_theta)
