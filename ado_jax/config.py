@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 
 from ado_jax.metric_sinks import LogConfig
-from ado_jax.models.attention import ATTENTION
+from ado_jax.models.attention import check_kind
 from ado_jax.models.llama import ModelConfig
 from ado_jax.options import option as _f
 from ado_jax.presets import PRESETS
@@ -281,8 +281,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
             raise ValueError(f"model.{key}={getattr(m, key)!r}: expected float32 | bfloat16 | float16")
     if m.remat not in ("none", "full", "dots", "dots_no_batch"):
         raise ValueError(f"model.remat={m.remat!r}: expected none | full | dots | dots_no_batch")
-    if m.attention not in ATTENTION:
-        raise ValueError(f"model.attention={m.attention!r}: expected one of {ATTENTION}")
+    check_kind(m.attention)
     if m.attention == "xla_blocks":
         raise ValueError("model.attention='xla_blocks' is inference only (its loops have no gradient): train with "
                          "auto | xla | cudnn (the harness scores with xla_blocks on CPU by itself)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -28,7 +27,8 @@ import numpy as np
 
 from results_io import save_json
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ado_jax.models.attention import SegmentMask, attention, attention_by_blocks, first_key_blocks
+
 
 
 def packed_batch():
@@ -52,18 +52,15 @@ def packed_batch():
 
 def flops(group_BT: np.ndarray, segment_BT: np.ndarray, E: int, H: int, block: int) -> tuple[float, float]:
     """``(read, computed)`` attention GFLOP: scores read by real queries, and those of the blocks
-    ``attention_by_blocks`` visits (both QK^T and PV, 4 flops per score and head dim)."""
+    ``attention_by_blocks`` visits (``first_key_blocks``; both QK^T and PV, 4 flops per score and
+    head dim)."""
     B, T = group_BT.shape
     read = 0
-    for b in range(B):
-        g, s = group_BT[b], segment_BT[b]
-        reads = (g[:, None] == g[None]) & ((s[None] == 0) | (s[None] == s[:, None])) & np.tri(T, dtype=bool)
-        read += int(reads[g >= 0].sum())
-    n = T // block
-    first = np.where(group_BT < 0, np.iinfo(np.int32).max, group_BT).reshape(B, n, block).min(-1)
-    last = group_BT.reshape(B, n, block).max(-1)
-    visited = sum(i + 1 - sum(1 for j in range(i) if last[b, j] < first[b, i])
-                  for b in range(B) for i in range(n) if (group_BT[b, i * block:(i + 1) * block] >= 0).any())
+    for b in range(B):  # a row at a time: [T, T] masks
+        reads = np.asarray(SegmentMask(group_BT[b:b + 1], segment_BT[b:b + 1]).dense()[0]) & np.tri(T, dtype=bool)
+        read += int(reads[group_BT[b] >= 0].sum())
+    first_Bn = np.asarray(first_key_blocks(jnp.asarray(group_BT), block))
+    visited = int(np.sum(np.arange(T // block)[None] + 1 - first_Bn))  # blocks first..i of query block i
     return 4 * H * E * read / 1e9, 4 * H * E * visited * block * block / 1e9
 
 
@@ -74,8 +71,6 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results/attention_bench.json"))
     args = p.parse_args()
-    from ado_jax.models.attention import SegmentMask, attention, attention_by_blocks
-
     H, E = 4, 64
     group, segment = packed_batch()
     inputs = {"packed": (group, segment), "causal": (np.zeros((32, 512), np.int32),) * 2}

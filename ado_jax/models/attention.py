@@ -38,6 +38,13 @@ class SegmentMask(NamedTuple):
 Kernel = Callable[..., Array]  # (q_BTHE, k_BTKE, v_BTKE, mask) -> [B, T, H, E]: a per-call kernel
 
 
+def check_kind(kind: str) -> None:
+    """ValueError naming ``kind`` unless it is one of ``ATTENTION`` (``config.validate`` checks
+    ``model.attention`` with it before a run; ``attention`` at trace time)."""
+    if kind not in ATTENTION:
+        raise ValueError(f"model.attention={kind!r}: expected one of {ATTENTION}")
+
+
 def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str | Kernel = "auto",
               mask: Array | SegmentMask | None = None) -> Array:
     """[B, T, H, E] causal attention by ``jax.nn.dot_product_attention`` (GQA: its K kv heads
@@ -54,8 +61,7 @@ def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str | Kernel = 
     """
     if callable(kind):
         return kind(q_BTHE, k_BTKE, v_BTKE, mask)
-    if kind not in ATTENTION:
-        raise ValueError(f"model.attention={kind!r}: expected one of {ATTENTION}")
+    check_kind(kind)
     if kind == "xla_blocks":
         return attention_by_blocks(q_BTHE, k_BTKE, v_BTKE, mask)
     if isinstance(mask, SegmentMask):
@@ -71,6 +77,22 @@ def attention(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, kind: str | Kernel = 
                 return attend("xla")
         return attend("xla")
     return attend(kind)
+
+
+def first_key_blocks(group_BT: Array, block: int) -> Array:
+    """``[B, n]`` int: per row and query block i (of ``block`` positions; T a multiple of it), the
+    first key block holding a token of the query block's first group (``SegmentMask``: groups
+    contiguous and increasing along a row, -1 padding); ``i + 1`` for an all-padding block, which
+    reads none. ``attention_by_blocks`` reads key blocks ``first..i`` of query block i."""
+    B, T = group_BT.shape
+    n = T // block
+    never = jnp.iinfo(jnp.int32).max
+    group_Bnb = group_BT.reshape(B, n, block)
+    first_Bn = jnp.min(jnp.where(group_Bnb < 0, never, group_Bnb), axis=-1)  # never: all padding
+    last_Bn = jnp.max(group_Bnb, axis=-1)
+    earlier_nn = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]  # [i, j]: j < i
+    j0_Bn = jnp.sum(earlier_nn & (last_Bn[:, None, :] < first_Bn[:, :, None]), axis=-1)
+    return jnp.where(first_Bn == never, jnp.arange(n) + 1, j0_Bn)
 
 
 def attention_by_blocks(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, mask: Array | SegmentMask | None = None,
@@ -112,14 +134,7 @@ def attention_by_blocks(q_BTHE: Array, k_BTKE: Array, v_BTKE: Array, mask: Array
             dense_BTT = jnp.pad(mask, [(0, 0), (0, n * b - T), (0, n * b - T)])
     group_BT, segment_BT = pad(group_BT, -1), pad(segment_BT)  # padding: no real query reads it
 
-    # Per row and query block i, the first key block j0 holding a token of its first group.
-    never = jnp.iinfo(jnp.int32).max
-    group_Bnb = group_BT.reshape(B, n, b)
-    first_Bn = jnp.min(jnp.where(group_Bnb < 0, never, group_Bnb), axis=-1)  # never: all padding
-    last_Bn = jnp.max(group_Bnb, axis=-1)
-    earlier_nn = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]  # [i, j]: j < i
-    j0_Bn = jnp.sum(earlier_nn & (last_Bn[:, None, :] < first_Bn[:, :, None]), axis=-1)
-    j0_Bn = jnp.where(first_Bn == never, jnp.arange(n) + 1, j0_Bn)  # an all-padding block reads none
+    j0_Bn = first_key_blocks(group_BT, b)
 
     # Head-major blocks, so that a step is two plain batched matmuls: [K, G*b, E] @ [K, E, b] @ [K, b, E].
     S, R = shards, B // shards
