@@ -24,7 +24,8 @@
 * ``forbid(prefix)``: requests whose path starts with ``prefix`` are answered 403 (the emulator
   implements no IAM); ``forbid_bucket(name)`` forbids the JSON API, upload and download paths of
   one bucket.
-* ``stats``: requests, bytes in (request bodies) and out (answer bodies), faults by kind and by
+* ``stats``: requests, bytes in (request bodies) and out (answer bodies, counted as each block
+  is handed to the socket, so a client that has read an answer sees it counted), faults by kind and by
   client (the User-Agent's first word: ``python-gcsfs``, tensorstore's), 403s, requests with a
   chunked body or ``Expect: 100-continue``, clients that hung up before the whole answer.
 
@@ -223,13 +224,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _error(self, code: int, message: str) -> None:
         body = json.dumps({"error": {"code": code, "message": message,
                                      "errors": [{"message": message, "reason": message}]}}).encode()
+        with self.proxy._lock:  # counted before it is sent: see _forward
+            self.proxy.stats["bytes_out"] += len(body)
         self.send_response(code)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with self.proxy._lock:
-            self.proxy.stats["bytes_out"] += len(body)
 
     def _proxy(self):
         proxy = self.proxy
@@ -286,16 +287,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif chunked:
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        sent = 0
         while not no_body:
             block = resp.read(_BLOCK)
             if not block:
                 break
-            sent += len(block)
+            # Counted before the write: a client that has read the last byte may look at the
+            # stats before this thread runs again (counting after the loop raced; CI saw it).
+            with proxy._lock:
+                proxy.stats["bytes_out"] += len(block)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
-        with proxy._lock:
-            proxy.stats["bytes_out"] += sent
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _proxy
