@@ -19,6 +19,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # A size limit (never reached) turns on JAX's file lock around cache reads and writes: without
+    # it an entry is written in place, and a process reading it half-written (two xdist workers,
+    # or two trainers of one test, compiling the same step) warns on stderr and compiles again.
+    import importlib.util
+
+    if importlib.util.find_spec("filelock"):  # the lock's package (the test extra has it)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(64 * 2**30))
 
 
 import pytest  # noqa: E402

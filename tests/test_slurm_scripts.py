@@ -70,11 +70,11 @@ def fx(tmp_path):
             args = args or ("--config", "tiny", "--run-dir", self.run_dir, "--steps", "10")
             proc = self.job(*args, **extra_env)
             if signal_after_start is not None:
-                started = tmp_path / "task0.started"
-                deadline = time.time() + 20
-                while not started.exists() and proc.poll() is None and time.time() < deadline:
-                    time.sleep(0.02)
-                assert started.exists(), proc.communicate(timeout=5)
+                started, tasks = tmp_path / "task0.started", tmp_path / "tasks"
+                deadline = time.time() + 60
+                while not (started.exists() and tasks.exists()) and proc.poll() is None and time.time() < deadline:
+                    time.sleep(0.02)  # the trainer runs and srun has listed its tasks for scancel
+                assert started.exists() and tasks.exists(), proc.communicate(timeout=5)
                 started.unlink()
                 proc.send_signal(signal_after_start)
             out, err = proc.communicate(timeout=60)
@@ -171,9 +171,10 @@ def test_sigterm_is_forwarded_and_left_to_slurm(fx):
 def test_scancel_signal_term_stops_without_a_requeue(fx):
     """`scancel --signal=TERM JOB` (the documented way to stop) reaches only the trainers."""
     proc = fx.job("--config", "tiny", "--run-dir", fx.run_dir, STUB_LOOPS="400")
-    deadline = time.time() + 20
-    while not (fx.path / "task0.started").exists() and time.time() < deadline:
+    deadline = time.time() + 60
+    while not ((fx.path / "task0.started").exists() and (fx.path / "tasks").exists()) and time.time() < deadline:
         time.sleep(0.02)
+    assert (fx.path / "tasks").exists(), "srun did not list its tasks within 60 s"
     subprocess.run(["scancel", "--signal=TERM", JOB], env=fx.base_env, check=True)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "SIGTERM: saved checkpoint" in out and "exited with code 0" in err

@@ -189,7 +189,7 @@ FAKE_TRAINER = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$HOME/trainer_args"
 trap 'echo "checkpoint saved"; exit 0' TERM
 echo "step 1"
-for i in $(seq 200); do sleep 0.05; done
+while :; do sleep 0.05; done  # until stop.sh's TERM (or the test's SIGKILL)
 """
 
 
@@ -203,9 +203,10 @@ def test_launch_status_logs_stop_on_local_worker(fx):
     pid_file = home / "ado_jax_logs" / "train.pid"
     try:
         fx.run("launch", "--steps", "5", "--set", "mixer.name=ado", "--", "--mixer", "it's $HOME", **w)
-        deadline = time.time() + 10
+        deadline = time.time() + 60
         while not (pid_file.exists() and (home / "trainer_args").exists()) and time.time() < deadline:
             time.sleep(0.05)
+        assert pid_file.exists() and (home / "trainer_args").exists(), "the trainer did not start within 60 s"
         assert (home / "trainer_args").read_text().splitlines() == [
             "train", "--config", "tiny", "--run-dir", "gs://bkt/runs/tpu", "--steps", "5", "--set",
             "mixer.name=ado", "--mixer", "it's $HOME"]

@@ -8,8 +8,9 @@ Each executable beside this file calls ``main(its name)``. Every call appends
   first word without a leading `-`. Runs COMMAND as `--ntasks=N` local tasks (default 1), each
   with SLURM_PROCID / SLURM_NODEID = its index, SLURM_LOCALID=0, SLURM_NTASKS=N,
   SLURM_STEP_ID=0 and SLURM_STEP_NODELIST, like the tasks of a real step. Their pids go to
-  $FAKE_SLURM_TASKS (one a line) for `scancel`. Exits with the first non-zero task exit code
-  (128 + N for a task killed by signal N), else 0.
+  $FAKE_SLURM_TASKS (one a line) for `scancel`, written once all tasks have started (the file of
+  an earlier step is removed first, so a test that waits for it signals only this step's tasks).
+  Exits with the first non-zero task exit code (128 + N for a task killed by signal N), else 0.
 - `scancel --signal=SIG JOBID`: sends SIG to every task pid in $FAKE_SLURM_TASKS (real
   `scancel --signal` signals the tasks of the job's steps, not the batch shell).
 - `scontrol ...`: records the call and exits with $FAKE_SCONTROL_RC (default 0).
@@ -29,16 +30,19 @@ def _srun(argv: list[str]) -> int:
     opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv[:i])
     command = argv[i:]
     ntasks = int(opts.get("--ntasks", "1"))
+    tasks = os.environ.get("FAKE_SLURM_TASKS")
+    if tasks and os.path.exists(tasks):
+        os.unlink(tasks)  # an earlier step's pids: scancel must not signal those
     procs = []
     for rank in range(ntasks):
         env = dict(os.environ, SLURM_PROCID=str(rank), SLURM_NODEID=str(rank), SLURM_LOCALID="0",
                    SLURM_NTASKS=str(ntasks), SLURM_STEP_ID="0", SLURM_STEP_NUM_TASKS=str(ntasks),
                    SLURM_STEP_NODELIST=f"node[0-{ntasks - 1}]" if ntasks > 1 else "node0")
         procs.append(subprocess.Popen(command, env=env))
-    tasks = os.environ.get("FAKE_SLURM_TASKS")
-    if tasks:
-        with open(tasks, "w") as f:
+    if tasks:  # written whole, then renamed: scancel reads all of the pids or no file
+        with open(f"{tasks}.tmp", "w") as f:
             f.write("".join(f"{p.pid}\n" for p in procs))
+        os.replace(f"{tasks}.tmp", tasks)
     rcs = [p.wait() for p in procs]
     return next((128 - rc if rc < 0 else rc for rc in rcs if rc), 0)
 
