@@ -84,15 +84,17 @@ def _wait_for_step(path, step, procs, timeout=300):
 @pytest.mark.slow
 def test_two_processes_on_gs_stop_together_on_one_sigterm_and_resume_like_one(tmp_path, gs_bucket):
     """SIGTERM to process 1 alone: both stop after the same step and save one checkpoint to gs://;
-    the relaunch resumes, and the losses equal an uninterrupted one-process run's."""
+    the relaunch resumes, and every step's loss equals an uninterrupted two-process run's, bit for
+    bit. (Not a one-process run's: its sums run in another order, and the last bits of difference
+    (1e-7 at step 1) grow through training to 2e-5 of the loss by step 39 with jax 0.10.2 on CPU;
+    test_two_processes_match_one compares the two layouts over 4 steps.)"""
     import signal
 
     steps = 40
-    one = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    subprocess.run([sys.executable, "-m", "ado_jax.cli", "train", "--config", "tiny", "--steps", str(steps),
-                    "--set", "train.progress=false", "--set", "data.max_bytes_per_domain=100000",
-                    "--set", "train.log_every=1", "--set", "train.ckpt_every=1000", "--run-dir", str(tmp_path / "one")],
-                   env=one, check=True, capture_output=True, timeout=600)
+    ref = str(tmp_path / "uninterrupted")
+    procs = _launch(ref, steps, _free_port())
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
     run = f"{gs_bucket}/two"
     procs = _launch(run, steps, _free_port())
     _wait_for_step(run, 3, procs)
@@ -106,10 +108,9 @@ def test_two_processes_on_gs_stop_together_on_one_sigterm_and_resume_like_one(tm
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert f"resuming from step {stopped}" in outs[0]
-    want, got = _records(tmp_path / "one"), _gs_records(run)
-    assert sorted(got) == list(range(1, steps + 1))
-    for step in want:
-        assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-5), step
+    want, got = _records(ref), _gs_records(run)
+    assert sorted(got) == sorted(want) == list(range(1, steps + 1))
+    assert [got[s]["loss"] for s in want] == [want[s]["loss"] for s in want]
 
 
 @pytest.mark.slow
