@@ -36,10 +36,11 @@ class GcsServer:
         # server blocks on it (the wrapper's own start() has that problem).
         self._log = open(os.path.join(self._dir.name, "server.log"), "wb")
         for _ in range(3):  # a free port can be taken before the emulator binds it: try another
-            self.url = f"http://127.0.0.1:{_free_port()}"
+            port = _free_port()
+            self.url = f"http://127.0.0.1:{port}"
             self._proc = subprocess.Popen(
                 [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
-                 os.path.join(self._dir.name, "data"), "-host", "127.0.0.1", "-port", self.url.rsplit(":", 1)[1],
+                 os.path.join(self._dir.name, "data"), "-host", "127.0.0.1", "-port", str(port),
                  "-external-url", self.url, "-log-level", "error"],
                 stdout=self._log, stderr=subprocess.STDOUT)
             if self._ready(deadline=time.monotonic() + 20):

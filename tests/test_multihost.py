@@ -64,6 +64,13 @@ def _launch(run_dir, steps, port, extra=(), env_extra=None):
     return procs
 
 
+def _finish(procs) -> list[str]:
+    """Waits for the processes of ``_launch`` (up to 300 s each), asserts each exited 0; their outputs."""
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outs
+    return outs
+
+
 def _gs_records(path):
     from ado_jax.run_log import read_metrics
 
@@ -92,21 +99,17 @@ def test_two_processes_on_gs_stop_together_on_one_sigterm_and_resume_like_one(tm
 
     steps = 40
     ref = str(tmp_path / "uninterrupted")
-    procs = _launch(ref, steps, _free_port())
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    _finish(_launch(ref, steps, _free_port()))
     run = f"{gs_bucket}/two"
     procs = _launch(run, steps, _free_port())
     _wait_for_step(run, 3, procs)
     procs[1].send_signal(signal.SIGTERM)
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    outs = _finish(procs)
     stopped = max(_gs_records(run))
     assert 3 <= stopped < steps, outs
     assert f"SIGTERM: saved checkpoint at step {stopped}" in outs[0], outs[0]  # the lead names the other's signal
     procs = _launch(run, steps, _free_port())
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    outs = _finish(procs)
     assert f"resuming from step {stopped}" in outs[0]
     want, got = _records(ref), _gs_records(run)
     assert sorted(got) == sorted(want) == list(range(1, steps + 1))
@@ -136,7 +139,6 @@ def test_sigkill_of_one_process_stops_the_other_and_a_relaunch_resumes(gs_bucket
     saved = Checkpointer(f"{run}/checkpoints").latest_step()
     assert saved is not None and saved >= 2
     procs = _launch(run, saved + 4, _free_port(), ["--set", "train.ckpt_every=2", "--break-lock"])
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    outs = _finish(procs)
     assert f"resuming from step {saved}" in outs[0]
     assert max(_gs_records(run)) == saved + 4

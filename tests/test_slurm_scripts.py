@@ -70,15 +70,20 @@ def fx(tmp_path):
             args = args or ("--config", "tiny", "--run-dir", self.run_dir, "--steps", "10")
             proc = self.job(*args, **extra_env)
             if signal_after_start is not None:
-                started, tasks = tmp_path / "task0.started", tmp_path / "tasks"
-                deadline = time.time() + 60
-                while not (started.exists() and tasks.exists()) and proc.poll() is None and time.time() < deadline:
-                    time.sleep(0.02)  # the trainer runs and srun has listed its tasks for scancel
-                assert started.exists() and tasks.exists(), proc.communicate(timeout=5)
-                started.unlink()
+                self.wait_until_running(proc)
                 proc.send_signal(signal_after_start)
             out, err = proc.communicate(timeout=60)
             return proc.returncode, out, err
+
+        def wait_until_running(self, proc):
+            """Waits (up to 60 s) until the trainer of task 0 runs and srun has listed its tasks
+            for scancel; then removes task 0's marker for the next job."""
+            started, tasks = tmp_path / "task0.started", tmp_path / "tasks"
+            deadline = time.time() + 60
+            while not (started.exists() and tasks.exists()) and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            assert started.exists() and tasks.exists(), proc.communicate(timeout=5)
+            started.unlink()
 
         def calls(self):
             log = tmp_path / "slurm.log"
@@ -171,10 +176,7 @@ def test_sigterm_is_forwarded_and_left_to_slurm(fx):
 def test_scancel_signal_term_stops_without_a_requeue(fx):
     """`scancel --signal=TERM JOB` (the documented way to stop) reaches only the trainers."""
     proc = fx.job("--config", "tiny", "--run-dir", fx.run_dir, STUB_LOOPS="400")
-    deadline = time.time() + 60
-    while not ((fx.path / "task0.started").exists() and (fx.path / "tasks").exists()) and time.time() < deadline:
-        time.sleep(0.02)
-    assert (fx.path / "tasks").exists(), "srun did not list its tasks within 60 s"
+    fx.wait_until_running(proc)
     subprocess.run(["scancel", "--signal=TERM", JOB], env=fx.base_env, check=True)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "SIGTERM: saved checkpoint" in out and "exited with code 0" in err
